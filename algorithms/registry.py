@@ -1,0 +1,189 @@
+"""Small, typed registries for the pipeline stages.
+
+Each stage (advantage, reweighter, loss, aggregation, ...) is a registry of pure
+functions (or tiny classes when they hold state). A registry entry pairs the callable
+with an ``attrs`` params class: its fields are the stage's hyperparameters, each with a
+validator and a one-line docstring. ``Registry.build(cfg)`` validates ``cfg`` once and
+binds it, so the training loop only ever sees ``stage(tensors...)``.
+
+Unknown names and bad values fail at build time with a message that names the config
+path (``reweight.lambda_scale``) and, for names, lists the valid options.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message names the offending field."""
+
+
+@attrs.frozen
+class NoParams:
+    """A stage without hyperparameters."""
+
+
+@attrs.frozen
+class Entry:
+    name: str
+    target: Callable[..., Any]
+    params: type
+    doc: str
+
+
+class Registry:
+    """Name -> stage factory. One fixed call signature per registry (see ``kind``)."""
+
+    def __init__(self, kind: str, signature: str):
+        self.kind = kind
+        self.signature = signature
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, params: type = NoParams):
+        """Decorator: register a function (bound with its params as keywords) or a class
+        (instantiated with its params object)."""
+
+        def deco(target):
+            if name in self._entries:
+                raise KeyError(f"{self.kind} {name!r} is registered twice")
+            if not attrs.has(params):
+                raise TypeError(f"params of {self.kind} {name!r} must be an attrs class")
+            if not inspect.isclass(target):
+                _check_keywords(self.kind, name, target, params)
+            doc = (inspect.getdoc(target) or "").split("\n")[0]
+            self._entries[name] = Entry(name, target, params, doc)
+            return target
+
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def entry(self, name: str, where: str | None = None) -> Entry:
+        if name not in self._entries:
+            where = where or self.kind
+            raise ConfigError(
+                f"{where}.name: unknown {self.kind} {name!r}; valid: {', '.join(self.names())}"
+            )
+        return self._entries[name]
+
+    def make_params(self, cfg: Mapping[str, Any], where: str | None = None):
+        """Validate ``cfg`` (a mapping with ``name`` and hyperparameters) into a params object."""
+        where = where or self.kind
+        cfg = dict(cfg)
+        name = cfg.pop("name", None)
+        if name is None:
+            raise ConfigError(f"{where}.name: missing; valid: {', '.join(self.names())}")
+        entry = self.entry(name, where)
+        return entry, build_params(entry.params, cfg, where)
+
+    def build(self, cfg: Mapping[str, Any], where: str | None = None):
+        """Return the bound stage: ``partial(fn, **params)`` or ``Class(params)``."""
+        entry, params = self.make_params(cfg, where)
+        if inspect.isclass(entry.target):
+            return entry.target(params)
+        bound = functools.partial(entry.target, **attrs.asdict(params, recurse=False))
+        functools.update_wrapper(bound, entry.target)
+        return bound
+
+    def describe(self) -> str:
+        lines = [f"{self.kind} ({self.signature}):"]
+        for e in self._entries.values():
+            fields = ", ".join(f"{f.name}={f.default!r}" for f in attrs.fields(e.params))
+            lines.append(f"  {e.name:<24} {e.doc}" + (f"  [{fields}]" if fields else ""))
+        return "\n".join(lines)
+
+
+def build_params(cls: type, cfg: Mapping[str, Any], where: str):
+    """Instantiate an attrs params class from a mapping, with errors naming ``where.field``."""
+    known = {f.name for f in attrs.fields(cls)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}.{unknown[0]}: unknown field; valid fields: {', '.join(sorted(known)) or 'none'}"
+        )
+    try:
+        return cls(**cfg)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}.{_field_of(exc)}: {exc}") from None
+
+
+def _field_of(exc: Exception) -> str:
+    return getattr(exc, "field", "?")
+
+
+def _check_keywords(kind: str, name: str, fn: Callable, params: type) -> None:
+    sig = inspect.signature(fn)
+    kw = {p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+    fields = {f.name for f in attrs.fields(params)}
+    if kw != fields:
+        raise TypeError(
+            f"{kind} {name!r}: keyword-only parameters {sorted(kw)} must equal params fields {sorted(fields)}"
+        )
+
+
+# ---------------------------------------------------------------- validators
+# attrs validators that raise ValueError carrying the field name, so that
+# build_params can prefix the config path.
+
+
+class FieldError(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _check(pred: Callable[[Any], bool], what: str):
+    def validator(inst, attribute, value):
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise FieldError(attribute.name, f"must be a number, got {value!r}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise FieldError(attribute.name, f"must be finite, got {value!r}")
+        if not pred(value):
+            raise FieldError(attribute.name, f"must be {what}, got {value!r}")
+
+    return validator
+
+
+def gt(bound: float):
+    return _check(lambda v: v > bound, f"> {bound}")
+
+
+def ge(bound: float):
+    return _check(lambda v: v >= bound, f">= {bound}")
+
+
+def between(lo: float, hi: float):
+    """Closed interval [lo, hi]."""
+    return _check(lambda v: lo <= v <= hi, f"in [{lo}, {hi}]")
+
+
+def integer(min_value: int):
+    def validator(inst, attribute, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FieldError(attribute.name, f"must be an integer, got {value!r}")
+        if value < min_value:
+            raise FieldError(attribute.name, f"must be >= {min_value}, got {value!r}")
+
+    return validator
+
+
+def one_of(*choices: str):
+    def validator(inst, attribute, value):
+        if value not in choices:
+            raise FieldError(attribute.name, f"must be one of {', '.join(choices)}; got {value!r}")
+
+    return validator

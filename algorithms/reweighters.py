@@ -1,0 +1,158 @@
+"""Advantage reweighters: (advantages [P, G], rewards [P, G]) -> (advantages' [P, G], stats).
+
+A reweighter multiplies each response's advantage by a weight (one weight for every
+token of the response). Some hold state across steps (HA-DW's belief); they expose
+``state_dict`` / ``load_state_dict`` so that a resumed run continues exactly.
+
+Stats are detached 0-dim tensors, read at logging time only:
+``phi/correct`` and ``phi/incorrect`` are the mean weight of responses above and
+below their group's baseline (for binary rewards: correct and wrong answers of mixed
+groups; degenerate groups carry no gradient and are left out).
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+
+from algorithms.registry import NoParams, Registry, between, gt, integer
+
+REWEIGHTERS = Registry("reweighter", "advantages [P, G], rewards [P, G] -> (advantages [P, G], stats)")
+
+
+def weight_stats(weights: torch.Tensor, advantages: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean weight over responses with A > 0 and with A < 0. NaN where there are none."""
+    pos, neg = advantages > 0, advantages < 0
+    nan = torch.tensor(float("nan"), dtype=weights.dtype, device=weights.device)
+    return {
+        "phi/correct": weights[pos].mean() if pos.any() else nan,
+        "phi/incorrect": weights[neg].mean() if neg.any() else nan,
+    }
+
+
+class Reweighter:
+    """Base class: stateless by default."""
+
+    def __init__(self, params=NoParams()):
+        self.params = params
+
+    def __call__(self, advantages: torch.Tensor, rewards: torch.Tensor):
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@REWEIGHTERS.register("none")
+class Identity(Reweighter):
+    """No reweighting: A' = A (every weight 1)."""
+
+    def __call__(self, advantages, rewards):
+        return advantages, weight_stats(torch.ones_like(advantages), advantages)
+
+
+@attrs.frozen
+class HADWParams:
+    lambda_scale: float = attrs.field(default=1.5, validator=gt(0.0))
+    """Scale of the weight Phi = lambda_scale * exp(D * M) (paper's best: 1.5)."""
+    eta: float = attrs.field(default=1.0, validator=gt(0.0))
+    """Base gain: eta_t = eta * sigma_t, clipped to [0, 1] (paper: no default; see module doc)."""
+    window: int = attrs.field(default=10, validator=integer(2))
+    """m: number of past beliefs whose standard deviation sets the gain."""
+    c0: float = attrs.field(default=0.5, validator=between(0.0, 1.0))
+    """Initial belief C_0 about the batch accuracy, before any data."""
+    sigma_floor: float = attrs.field(default=0.05, validator=between(0.0, 0.5))
+    """Lower bound on sigma_t (ours; 0 = the paper's recursion exactly, which can freeze)."""
+
+
+# Standard deviation used while fewer than two beliefs exist: 0.5 is the largest
+# standard deviation any set of accuracies in [0, 1] can have (maximal uncertainty,
+# so the first observation moves the belief the most: eta_1 = eta / 2).
+SIGMA_NO_HISTORY = 0.5
+
+
+@REWEIGHTERS.register("hadw", HADWParams)
+class HADW(Reweighter):
+    """HA-DW (Yang et al. 2026, arXiv 2601.08521, Sec. 3): history-aware difficulty weights.
+
+    Per step t, with all responses of the batch:
+        y_t     = K_t / B_t                                   batch accuracy
+        sigma_t = max(std of the last ``window`` beliefs, sigma_floor)   (population std)
+        eta_t   = clip(eta * sigma_t, 0, 1)
+        diff_i  = p_hat_i - C_t^-                             per prompt, prior belief
+        D       = -sgn(A_hat) * sgn(diff),  M = |diff|
+        Phi     = lambda_scale * exp(D * M),  A' = Phi * A_hat
+        C_t^+   = (1 - eta_t) C_t^- + eta_t y_t,  C_{t+1}^- = C_t^+
+
+    Defaults, which the paper does not state:
+    * ``c0 = 0.5``: the uninformative belief, and the accuracy at which the group baseline
+      is unbiased. Initialising from the first batch instead would make the first two
+      beliefs equal, sigma = 0 and the gain zero for good: the belief would freeze.
+    * fewer than two beliefs (step 1 only): sigma_t = 0.5, the maximal possible std.
+    * ``sigma_floor = 0.05`` (our addition, the analogue of a Kalman filter's process
+      noise): the paper's recursion has an absorbing state. Once two consecutive beliefs
+      are equal (or nearly: the belief barely moves while accuracy is flat), sigma_t = 0,
+      eta_t = 0 and the belief never moves again, however far the accuracy drifts. On the
+      default bandit without the floor the belief stays at 0.507 while accuracy climbs
+      from 0.5 to 0.97. With the floor the gain is at least eta * 0.05 per step.
+      ``sigma_floor = 0`` restores the paper's recursion exactly.
+    * ``eta = 1``, ``window = 10``: the gain is then 5% per step when the belief is
+      steady (a time constant of 20 steps) and up to 50% when recent beliefs spread
+      widely (the model is changing fast). With eta = 0.1 the time constant would be
+      200 steps: the anchor would lag a whole run behind the accuracy.
+    The weights use the prior C_t^- (the belief before this batch) so that the anchor is
+    history: the batch does not judge its own difficulty.
+    """
+
+    def __init__(self, params: HADWParams):
+        super().__init__(params)
+        self.prior = torch.tensor(params.c0, dtype=torch.float64)
+        self.history = torch.zeros(params.window, dtype=torch.float64)
+        self.history[0] = params.c0
+        self.count = 1  # beliefs recorded so far (host-side integer: no sync)
+
+    def gain(self) -> torch.Tensor:
+        """eta_t from the standard deviation of the recorded beliefs."""
+        n = min(self.count, self.params.window)
+        if n < 2:
+            sigma = torch.tensor(SIGMA_NO_HISTORY, dtype=torch.float64)
+        else:
+            sigma = self.history[:n].std(unbiased=False).clamp_min(self.params.sigma_floor)
+        return (self.params.eta * sigma).clamp(0.0, 1.0)
+
+    def weights(self, advantages: torch.Tensor, rewards: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """Phi [P, G] for a given anchor C (a scalar tensor)."""
+        p_hat = rewards.mean(dim=1, keepdim=True)  # (P, 1)
+        diff = p_hat - anchor.to(rewards.dtype)
+        direction = -torch.sign(advantages) * torch.sign(diff)  # D, (P, G)
+        magnitude = diff.abs()  # M, (P, 1)
+        return self.params.lambda_scale * torch.exp(direction * magnitude)
+
+    def __call__(self, advantages, rewards):
+        prior = self.prior.to(rewards.device)
+        phi = self.weights(advantages, rewards, prior)
+        eta_t = self.gain().to(rewards.device)
+        y_t = rewards.detach().to(torch.float64).mean()
+        posterior = (1.0 - eta_t) * prior + eta_t * y_t
+        self.prior = posterior.cpu()
+        self.history[self.count % self.params.window] = self.prior
+        self.count += 1
+        stats = {"hadw/belief": prior.float(), "hadw/eta": eta_t.float(), "hadw/batch_acc": y_t.float()}
+        stats.update(weight_stats(phi, advantages))
+        return phi * advantages, stats
+
+    def state_dict(self) -> dict:
+        return {"prior": self.prior.clone(), "history": self.history.clone(), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["history"].shape != self.history.shape:
+            raise ValueError(
+                f"HA-DW checkpoint has window {state['history'].numel()}, config has {self.params.window}"
+            )
+        self.prior = state["prior"].clone()
+        self.history = state["history"].clone()
+        self.count = int(state["count"])
+

@@ -1,0 +1,97 @@
+"""Per-step training metrics, computed as tensors and read in one host sync.
+
+Names (TensorBoard tags):
+    reward/mean                        mean reward of the batch
+    accuracy/batch[_hard|_medium|_easy] fraction of correct responses, per bucket
+    accuracy/[all|hard|medium|easy]    exact success probability over the whole bank
+                                       (only where the task knows it exactly: the bandit)
+    groups/degenerate_frac             groups with all rewards equal (no gradient)
+    groups/all_correct_frac, groups/all_wrong_frac
+    bias/[all|hard|medium|easy]        mean (A_hat - A) = p - p_hat over mixed groups
+                                       (bandit only: needs the true p)
+    adv/abs_mean, adv/weighted_abs_mean
+plus the reweighter's stats (hadw/belief, hadw/eta, phi/correct, phi/incorrect) and the
+loss stats (loss/*). Buckets are by *initial* success probability (hard < 1/3 < medium
+< 2/3 < easy) so that a prompt keeps its bucket as it is learned.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from rlvr_env.bandit import BUCKETS
+
+NUM_BUCKETS = len(BUCKETS)
+
+
+def bucket_mean(values: torch.Tensor, valid: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
+    """[3] mean of ``values`` [N] over entries where ``valid`` [N], per bucket; NaN if empty."""
+    w = valid.to(values.dtype)
+    sums = torch.zeros(NUM_BUCKETS, dtype=values.dtype).index_add_(0, buckets, values * w)
+    counts = torch.zeros(NUM_BUCKETS, dtype=values.dtype).index_add_(0, buckets, w)
+    return torch.where(counts > 0, sums / counts.clamp_min(1.0), torch.full_like(sums, math.nan))
+
+
+def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    w = valid.to(values.dtype)
+    total = w.sum()
+    return torch.where(total > 0, (values * w).sum() / total.clamp_min(1.0), torch.tensor(math.nan, dtype=values.dtype))
+
+
+def group_metrics(
+    rewards: torch.Tensor,
+    advantages: torch.Tensor,
+    weighted: torch.Tensor,
+    buckets: torch.Tensor,
+    p_true: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    """Metrics of one step's groups.
+
+    Args:
+        rewards: [P, G]; advantages / weighted: [P, G] before / after reweighting;
+        buckets: [P] bucket index by initial p; p_true: [P] exact success probability
+        at sampling time, or None where the task does not know it.
+    """
+    p_hat = rewards.mean(dim=1)  # (P,)
+    lo, hi = rewards.min(dim=1).values, rewards.max(dim=1).values
+    degenerate = lo == hi  # (P,)
+    correct = (rewards > 0.5).float()  # (P, G)
+    m = {
+        "reward/mean": rewards.mean(),
+        "accuracy/batch": correct.mean(),
+        "groups/degenerate_frac": degenerate.float().mean(),
+        "groups/all_correct_frac": (lo > 0.5).float().mean(),
+        "groups/all_wrong_frac": (hi <= 0.5).float().mean(),
+        "adv/abs_mean": advantages.abs().mean(),
+        "adv/weighted_abs_mean": weighted.abs().mean(),
+    }
+    acc = bucket_mean(correct.mean(dim=1), torch.ones_like(p_hat, dtype=torch.bool), buckets)
+    for i, name in enumerate(BUCKETS):
+        m[f"accuracy/batch_{name}"] = acc[i]
+    if p_true is not None:
+        # A_hat - A = (r - p_hat) - (r - p) = p - p_hat, the same for every response.
+        gap = p_true.to(rewards.dtype) - p_hat
+        mixed = ~degenerate
+        m["bias/all"] = masked_mean(gap, mixed)
+        per_bucket = bucket_mean(gap, mixed, buckets)
+        for i, name in enumerate(BUCKETS):
+            m[f"bias/{name}"] = per_bucket[i]
+    return m
+
+
+def exact_accuracy(p_all: torch.Tensor, buckets_all: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Exact accuracy over the whole bank, overall and per bucket."""
+    m = {"accuracy/all": p_all.mean()}
+    per_bucket = bucket_mean(p_all, torch.ones_like(p_all, dtype=torch.bool), buckets_all)
+    for i, name in enumerate(BUCKETS):
+        m[f"accuracy/{name}"] = per_bucket[i]
+    return m
+
+
+def to_host(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The one host sync per step: stack every scalar and read them together."""
+    keys = list(metrics)
+    values = torch.stack([metrics[k].detach().float().cpu().reshape(()) for k in keys]).tolist()
+    return dict(zip(keys, values))

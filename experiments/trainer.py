@@ -1,0 +1,171 @@
+"""The training loop. It reads top to bottom like the pipeline of DESIGN.md:
+
+    prompts -> policy.sample -> task.rewards -> advantage -> reweighter
+            -> for each epoch / minibatch: logprobs -> loss -> aggregate -> step
+            -> metrics (one host sync per step)
+
+It does not know which policy backend, task or algorithm it drives.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import attrs
+import torch
+
+from algorithms import Algorithm
+from algorithms.registry import integer
+from experiments import metrics as M
+from experiments.checkpoint import save_checkpoint
+
+
+class NonFiniteRewardError(ValueError):
+    """A reward was NaN or infinite: the step is refused rather than trained on garbage."""
+
+
+@attrs.frozen
+class TrainParams:
+    steps: int = attrs.field(default=200, validator=integer(1))
+    """Number of training steps (one rollout batch each)."""
+    prompts_per_step: int = attrs.field(default=64, validator=integer(1))
+    """P: prompts per step."""
+    group_size: int = attrs.field(default=8, validator=integer(2))
+    """G: responses sampled per prompt (a group needs at least 2)."""
+    ppo_epochs: int = attrs.field(default=1, validator=integer(1))
+    """Passes over each rollout batch."""
+    minibatches: int = attrs.field(default=1, validator=integer(1))
+    """Optimizer steps per epoch (the batch of P * G responses is split evenly)."""
+    checkpoint_every: int = attrs.field(default=50, validator=integer(0))
+    """Save a checkpoint every N steps and at the end (0: only at the end)."""
+    keep_checkpoints: int = attrs.field(default=2, validator=integer(1))
+    """How many recent checkpoints to keep."""
+    log_dir: str = "runs"
+    """Parent folder of run directories (one per run)."""
+    run_name: str | None = None
+    """Run directory name (default: <algo>-<env>-s<seed>-<time>)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+class Trainer:
+    """Owns the stateful parts of a run: policy, optimizer, reweighter, RNGs, step."""
+
+    def __init__(self, params: TrainParams, task, policy, optimizer, algorithm: Algorithm,
+                 max_grad_norm: float | None, seed: int, run_dir: Path, logger=None):
+        self.params = params
+        self.task = task
+        self.policy = policy
+        self.optimizer = optimizer
+        self.algo = algorithm
+        self.max_grad_norm = max_grad_norm
+        self.run_dir = Path(run_dir)
+        self.logger = logger
+        self.generator = torch.Generator().manual_seed(seed)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------ one step
+    def train_step(self) -> dict[str, float]:
+        t = self.params
+        prompts = self.task.sample_prompts(t.prompts_per_step)
+        p_true = self.task.success_probability(self.policy, prompts.ids) if hasattr(self.task, "success_probability") else None
+        rollout = self.policy.sample(prompts, t.group_size, self.generator)  # B = P * G responses
+        rewards = self.task.rewards(prompts, rollout)  # (P, G)
+        check_rewards(rewards, self.step + 1)
+        advantages = self.algo.advantage(rewards)  # (P, G)
+        weighted, reweight_stats = self.algo.reweighter(advantages, rewards)  # (P, G)
+        loss_stats = self.update(rollout, weighted.reshape(-1, 1))  # advantages (B, 1)
+
+        step_metrics = M.group_metrics(rewards, advantages, weighted, self.task.bucket(prompts), p_true)
+        step_metrics.update(reweight_stats)
+        step_metrics.update(loss_stats)
+        if p_true is not None:
+            step_metrics.update(M.exact_accuracy(self.task.success_probability(self.policy), self.task.buckets))
+        self.step += 1
+        values = M.to_host(step_metrics)  # the one host sync of the step
+        self.history.append(values)
+        if self.logger is not None:
+            self.logger.log(self.step, values)
+        return values
+
+    def update(self, rollout, advantages: torch.Tensor) -> dict[str, torch.Tensor]:
+        """PPO-style epochs over minibatches of the rollout; returns mean loss stats."""
+        batch = rollout.tokens.shape[0]
+        if self.params.minibatches > batch:
+            raise ValueError(f"train.minibatches ({self.params.minibatches}) exceeds the batch ({batch} responses)")
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        collected: dict[str, list[torch.Tensor]] = {}
+        for _ in range(self.params.ppo_epochs):
+            order = torch.randperm(batch, generator=self.generator)
+            for index in order.chunk(self.params.minibatches):
+                mb = rollout.select(index)
+                logp = self.policy.logprobs(mb)  # (b, T)
+                per_token, stats = self.algo.loss(logp, mb.logp, advantages[index], mb.mask)
+                loss = self.algo.aggregate(per_token, mb.mask)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                max_norm = self.max_grad_norm if self.max_grad_norm is not None else math.inf
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                self.optimizer.step()
+                for k, v in {**stats, "value": loss.detach(), "grad_norm": grad_norm}.items():
+                    collected.setdefault(f"loss/{k}", []).append(v.detach())
+        return {k: torch.stack(v).mean() for k, v in collected.items()}
+
+    # ------------------------------------------------------------ loop
+    def train(self, on_step=None) -> list[dict[str, float]]:
+        """Run until ``params.steps``; checkpoint every ``checkpoint_every`` and at the end.
+
+        On KeyboardInterrupt a checkpoint of the last finished step is written first.
+        """
+        every = self.params.checkpoint_every
+        try:
+            while self.step < self.params.steps:
+                values = self.train_step()
+                if on_step is not None:
+                    on_step(self.step, values)
+                if every and self.step % every == 0:
+                    self.save()
+        except KeyboardInterrupt:
+            if self.step > 0:
+                self.save()
+            raise
+        if not self.history or not (every and self.step % every == 0):
+            self.save()
+        return self.history
+
+    # ------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "reweighter": self.algo.reweighter.state_dict(),
+            "task": self.task.state_dict(),
+            "generator": self.generator.get_state(),
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.algo.reweighter.load_state_dict(state["reweighter"])
+        self.task.load_state_dict(state["task"])
+        self.generator.set_state(state["generator"])
+        self.history = list(state["history"])
+
+    def save(self) -> Path:
+        return save_checkpoint(self.run_dir, self.step, self.state_dict(), self.params.keep_checkpoints)
+
+
+def check_rewards(rewards: torch.Tensor, step: int) -> None:
+    """Refuse NaN / inf rewards with the offending positions (rewards live on the host)."""
+    bad = ~torch.isfinite(rewards)
+    if bad.any():
+        where = bad.nonzero()[:5].tolist()
+        raise NonFiniteRewardError(
+            f"step {step}: {int(bad.sum())} non-finite reward(s) at [prompt, response] {where}; "
+            "fix the reward function (return a finite value, or 0 for unscorable answers)"
+        )

@@ -1,0 +1,130 @@
+"""The bandit problem source: P prompts, K candidate answers, a known correct subset.
+
+Each prompt i has a success probability p_i = sum of pi(a | i) over its correct answers.
+Initial p_i are drawn from a configurable distribution spanning (0, 1), and the
+correct mass is split into modes (one common, one rare), so that both the Theorem-1
+bias (which depends on p) and F-GRPO's rare-mode effect show up. Because p_i is known
+exactly at every step, the trainer logs the true advantage A = r - p beside A_hat.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import torch
+
+from algorithms.registry import FieldError, between, integer, one_of
+from policies.base import PromptBatch, Rollout
+
+# Difficulty buckets by initial success probability.
+BUCKETS = ("hard", "medium", "easy")
+HARD_BELOW, EASY_ABOVE = 1.0 / 3.0, 2.0 / 3.0
+
+
+def bucket_of(p: torch.Tensor) -> torch.Tensor:
+    """[P] bucket index: 0 hard (p < 1/3), 1 medium, 2 easy (p > 2/3)."""
+    return (p >= HARD_BELOW).long() + (p > EASY_ABOVE).long()
+
+
+def _p_range(inst, attribute, value):
+    lo, hi = value
+    if not 0.0 < lo < hi < 1.0:
+        raise FieldError(attribute.name, f"must satisfy 0 < low < high < 1, got {list(value)}")
+
+
+def _positive_pair(inst, attribute, value):
+    if len(value) != 2 or min(value) <= 0:
+        raise FieldError(attribute.name, f"must be two positive numbers [a, b], got {list(value)}")
+
+
+@attrs.frozen
+class BanditParams:
+    num_prompts: int = attrs.field(default=256, validator=integer(1))
+    """Number of prompts in the bank."""
+    num_answers: int = attrs.field(default=16, validator=integer(2))
+    """K: candidate answers per prompt."""
+    correct_answers: int = attrs.field(default=2, validator=integer(1))
+    """Correct answers per prompt (modes); must be < num_answers."""
+    rare_mode_share: float = attrs.field(default=0.1, validator=between(0.0, 1.0))
+    """Share of a prompt's correct mass on its rarest correct answer (with >= 2 modes)."""
+    difficulty: str = attrs.field(default="uniform", validator=one_of("uniform", "beta"))
+    """Distribution of initial success probabilities: uniform on p_range, or Beta(a, b)."""
+    p_range: tuple[float, float] = attrs.field(default=(0.02, 0.98), converter=tuple, validator=_p_range)
+    """Initial p is clipped into [low, high] (both inside (0, 1))."""
+    beta: tuple[float, float] = attrs.field(default=(1.0, 1.0), converter=tuple, validator=_positive_pair)
+    """(a, b) of the Beta distribution when difficulty = beta."""
+    seed: int | None = None
+    """Seed of the bank itself (None: the run's seed)."""
+
+    def __attrs_post_init__(self):
+        if self.correct_answers >= self.num_answers:
+            raise FieldError("correct_answers", f"must be < num_answers ({self.num_answers}), got {self.correct_answers}")
+
+
+class BanditTask:
+    """A bank of bandit prompts; samples P prompts per step and scores answers exactly.
+
+    Attributes:
+        correct: [N, K] bool, the correct answers of every prompt.
+        initial_logits: [N, K] logits whose softmax gives each prompt its initial p.
+        initial_p: [N] initial success probabilities; ``buckets`` [N] by initial p.
+    """
+
+    name = "bandit"
+
+    def __init__(self, params: BanditParams, seed: int):
+        self.params = params
+        bank_rng = np.random.default_rng(params.seed if params.seed is not None else seed)
+        n, k, c = params.num_prompts, params.num_answers, params.correct_answers
+        lo, hi = params.p_range
+        if params.difficulty == "uniform":
+            p = bank_rng.uniform(lo, hi, size=n)
+        else:
+            p = np.clip(bank_rng.beta(*params.beta, size=n), lo, hi)
+        # Correct modes: the last one is rare, the others share the rest equally.
+        shares = np.full(c, 1.0 / c) if c == 1 else np.r_[np.full(c - 1, (1 - params.rare_mode_share) / (c - 1)), params.rare_mode_share]
+        wrong_split = bank_rng.dirichlet(np.ones(k - c), size=n)  # (N, K - C)
+        mass = np.concatenate([p[:, None] * shares[None, :], (1 - p)[:, None] * wrong_split], axis=1)  # (N, K)
+        # Shuffle answer positions per prompt so that index carries no information.
+        order = np.argsort(bank_rng.random((n, k)), axis=1)
+        mass = np.take_along_axis(mass, order, axis=1)
+        correct = np.take_along_axis(np.arange(k)[None, :] < c, order, axis=1)
+        self.correct = torch.as_tensor(correct)
+        self.initial_logits = torch.as_tensor(np.log(np.maximum(mass, 1e-12)), dtype=torch.float32)
+        self.initial_p = torch.softmax(self.initial_logits, -1).mul(self.correct).sum(-1)
+        self.buckets = bucket_of(self.initial_p)
+        self.rare_answer = torch.as_tensor(order.argsort(axis=1)[:, c - 1]) if c > 1 else None
+        self.texts = tuple(f"bandit prompt {i}" for i in range(n))
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.params.num_prompts
+
+    def sample_prompts(self, num: int) -> PromptBatch:
+        """``num`` distinct prompts (with replacement across steps)."""
+        if num > len(self):
+            raise ValueError(f"train.prompts_per_step ({num}) exceeds the bank size ({len(self)})")
+        ids = torch.as_tensor(self.rng.choice(len(self), size=num, replace=False), dtype=torch.long)
+        return PromptBatch(ids=ids, texts=tuple(self.texts[i] for i in ids.tolist()))
+
+    def rewards(self, prompts: PromptBatch, rollout: Rollout) -> torch.Tensor:
+        """[P, G] binary rewards: 1 where the sampled answer is correct."""
+        answers = rollout.tokens[:, 0]  # (B,)
+        r = self.correct[rollout.prompt_ids, answers].float()
+        return r.view(len(prompts), rollout.group_size)
+
+    def bucket(self, prompts: PromptBatch) -> torch.Tensor:
+        """[P] difficulty bucket of each prompt (by initial p)."""
+        return self.buckets[prompts.ids]
+
+    def success_probability(self, policy, prompt_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """[P] exact p_i under ``policy`` (all prompts when ``prompt_ids`` is None)."""
+        probs = policy.probs(prompt_ids)  # (P, K)
+        correct = self.correct if prompt_ids is None else self.correct[prompt_ids]
+        return (probs * correct).sum(-1)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]

@@ -1,10 +1,11 @@
 """An algorithm is a preset that names one item per stage; this module binds them.
 
     grpo      = group_norm + ppo_clip(0.2, 0.2) + seq_mean_token_mean
+    dapo      = group_norm + ppo_clip(0.2, 0.28) + token_mean + dynamic_sampling + overlong
     grpo_hadw = grpo + reweight: hadw
 
-``build_algorithm(algo_cfg, reweight_cfg)`` validates every stage's config once and
-returns an ``Algorithm`` whose fields are plain callables with fixed signatures.
+``build_algorithm(algo_cfg, reweight_cfg)`` validates every stage's config once, checks
+that the stages fit together, and returns an ``Algorithm`` of plain callables.
 """
 
 from __future__ import annotations
@@ -16,13 +17,22 @@ import attrs
 
 from algorithms.advantages import ADVANTAGES
 from algorithms.aggregation import AGGREGATIONS
+from algorithms.filters import FILTERS
 from algorithms.losses import LOSSES
-from algorithms.registry import ConfigError
+from algorithms.registry import ConfigError, build_params, ge
 from algorithms.reweighters import REWEIGHTERS, Reweighter
+from algorithms.shaping import SHAPERS
 
-# Keys of an algo preset besides its stages.
-STAGE_KEYS = ("advantage", "loss", "aggregation")
+REQUIRED_STAGES = ("advantage", "loss", "aggregation")
+# Optional stages and their defaults (documented in the README): no filter, no shaping, no KL.
+OPTIONAL_STAGES = {"filter": {"name": "none"}, "shaping": {"name": "none"}, "kl": {"beta": 0.0}}
 META_KEYS = ("name", "paper")
+
+
+@attrs.frozen
+class KLParams:
+    beta: float = attrs.field(default=0.0, validator=ge(0.0))
+    """Weight of the k3 KL penalty to the reference policy (0: off, no reference needed)."""
 
 
 @attrs.define
@@ -39,38 +49,65 @@ class Algorithm:
     """(logp, old_logp, advantages, mask) -> (per_token [B, T], stats)."""
     aggregate: Callable
     """(per_token [B, T], mask [B, T]) -> scalar."""
+    filter: Any = attrs.field(factory=lambda: FILTERS.build({"name": "none"}))
+    """``keep(rewards [P, G]) -> [P] bool`` and ``max_extra_rounds``."""
+    shape: Callable = attrs.field(factory=lambda: SHAPERS.build({"name": "none"}))
+    """(rewards [P, G], lengths [P, G]) -> rewards [P, G]."""
+    kl_beta: float = 0.0
+    """Weight of the k3 KL penalty to the reference policy."""
 
 
 def build_algorithm(algo_cfg: Mapping[str, Any], reweight_cfg: Mapping[str, Any] | None = None) -> Algorithm:
     """Build an ``Algorithm`` from plain mappings (e.g. Hydra's ``cfg.algo`` and ``cfg.reweight``).
 
     ``algo_cfg`` has ``name`` and one sub-mapping per stage (``advantage``, ``loss``,
-    ``aggregation``), each with its own ``name`` and hyperparameters.
+    ``aggregation``; optionally ``filter``, ``shaping``, ``kl``), each with its own
+    ``name`` and hyperparameters.
     """
     algo_cfg = dict(algo_cfg)
-    unknown = sorted(set(algo_cfg) - set(STAGE_KEYS) - set(META_KEYS))
+    valid = REQUIRED_STAGES + tuple(OPTIONAL_STAGES) + META_KEYS
+    unknown = sorted(set(algo_cfg) - set(valid))
     if unknown:
-        raise ConfigError(f"algo.{unknown[0]}: unknown key; valid: {', '.join(STAGE_KEYS + META_KEYS)}")
-    for key in ("name",) + STAGE_KEYS:
+        raise ConfigError(f"algo.{unknown[0]}: unknown key; valid: {', '.join(valid)}")
+    for key in ("name",) + REQUIRED_STAGES:
         if key not in algo_cfg:
             raise ConfigError(f"algo.{key}: missing")
+    stages = {**OPTIONAL_STAGES, **{k: v for k, v in algo_cfg.items() if k in OPTIONAL_STAGES and v is not None}}
     reweight_cfg = dict(reweight_cfg or {"name": "none"})
-    reweighter = REWEIGHTERS.build(reweight_cfg, "reweight")
-    label = algo_cfg["name"] if reweight_cfg["name"] == "none" else f"{algo_cfg['name']}_{reweight_cfg['name']}"
+    check_compatible(algo_cfg)
+    label = algo_cfg["name"] if reweight_cfg.get("name") == "none" else f"{algo_cfg['name']}_{reweight_cfg.get('name')}"
     return Algorithm(
         name=label,
         advantage=ADVANTAGES.build(algo_cfg["advantage"], "algo.advantage"),
-        reweighter=reweighter,
+        reweighter=REWEIGHTERS.build(reweight_cfg, "reweight"),
         loss=LOSSES.build(algo_cfg["loss"], "algo.loss"),
         aggregate=AGGREGATIONS.build(algo_cfg["aggregation"], "algo.aggregation"),
+        filter=FILTERS.build(stages["filter"], "algo.filter"),
+        shape=SHAPERS.build(stages["shaping"], "algo.shaping"),
+        kl_beta=build_params(KLParams, stages["kl"], "algo.kl").beta,
     )
 
 
+def check_compatible(algo_cfg: Mapping[str, Any]) -> None:
+    """Refuse stage combinations that compute something other than what their paper defines."""
+    loss = LOSSES.entry(algo_cfg["loss"].get("name"), "algo.loss")
+    aggregation = algo_cfg["aggregation"].get("name")
+    allowed = loss.meta.get("aggregations")
+    if allowed is not None and aggregation not in allowed:
+        raise ConfigError(
+            f"algo.aggregation.name: loss {loss.name!r} requires {' or '.join(allowed)}, got {aggregation!r}: "
+            "its token-form sequence ratio yields the sequence-level gradient only when each response's "
+            "tokens are averaged (other aggregations weight responses by their length)"
+        )
+
+
 def registries() -> dict[str, Any]:
-    """All stage registries by stage name (for listing and ``--help``)."""
+    """All stage registries by stage name (for listing and ``--stages``)."""
     return {
         "advantage": ADVANTAGES,
         "reweight": REWEIGHTERS,
         "loss": LOSSES,
         "aggregation": AGGREGATIONS,
+        "filter": FILTERS,
+        "shaping": SHAPERS,
     }

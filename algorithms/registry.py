@@ -35,6 +35,8 @@ class Entry:
     target: Callable[..., Any]
     params: type
     doc: str
+    meta: dict = attrs.field(factory=dict)
+    """Free-form facts about the entry (e.g. which aggregations a loss requires)."""
 
 
 class Registry:
@@ -45,9 +47,9 @@ class Registry:
         self.signature = signature
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, params: type = NoParams):
+    def register(self, name: str, params: type = NoParams, **meta):
         """Decorator: register a function (bound with its params as keywords) or a class
-        (instantiated with its params object)."""
+        (instantiated with its params object). ``meta`` is kept on the entry."""
 
         def deco(target):
             if name in self._entries:
@@ -57,7 +59,7 @@ class Registry:
             if not inspect.isclass(target):
                 _check_keywords(self.kind, name, target, params)
             doc = (inspect.getdoc(target) or "").split("\n")[0]
-            self._entries[name] = Entry(name, target, params, doc)
+            self._entries[name] = Entry(name, target, params, doc, meta)
             return target
 
         return deco

@@ -15,7 +15,7 @@ from __future__ import annotations
 import attrs
 import torch
 
-from algorithms.registry import NoParams, Registry, between, gt, integer
+from algorithms.registry import NoParams, Registry, between, ge, gt, integer
 
 REWEIGHTERS = Registry("reweighter", "advantages [P, G], rewards [P, G] -> (advantages [P, G], stats)")
 
@@ -28,6 +28,17 @@ def weight_stats(weights: torch.Tensor, advantages: torch.Tensor) -> dict[str, t
         "phi/correct": weights[pos].mean() if pos.any() else nan,
         "phi/incorrect": weights[neg].mean() if neg.any() else nan,
     }
+
+
+def hadw_phi(advantages: torch.Tensor, rewards: torch.Tensor, anchor: torch.Tensor, lambda_scale: float) -> torch.Tensor:
+    """HA-DW weight Phi [P, G] = lambda_scale * exp(D * M) for an anchor C (scalar tensor).
+
+    diff = p_hat - C per prompt; D = -sgn(A_hat) * sgn(diff); M = |diff|.
+    """
+    p_hat = rewards.mean(dim=1, keepdim=True)  # (P, 1)
+    diff = p_hat - anchor.to(rewards.dtype)
+    direction = -torch.sign(advantages) * torch.sign(diff)  # D, (P, G)
+    return lambda_scale * torch.exp(direction * diff.abs())
 
 
 class Reweighter:
@@ -123,17 +134,9 @@ class HADW(Reweighter):
             sigma = self.history[:n].std(unbiased=False).clamp_min(self.params.sigma_floor)
         return (self.params.eta * sigma).clamp(0.0, 1.0)
 
-    def weights(self, advantages: torch.Tensor, rewards: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-        """Phi [P, G] for a given anchor C (a scalar tensor)."""
-        p_hat = rewards.mean(dim=1, keepdim=True)  # (P, 1)
-        diff = p_hat - anchor.to(rewards.dtype)
-        direction = -torch.sign(advantages) * torch.sign(diff)  # D, (P, G)
-        magnitude = diff.abs()  # M, (P, 1)
-        return self.params.lambda_scale * torch.exp(direction * magnitude)
-
     def __call__(self, advantages, rewards):
         prior = self.prior.to(rewards.device)
-        phi = self.weights(advantages, rewards, prior)
+        phi = hadw_phi(advantages, rewards, prior, self.params.lambda_scale)
         eta_t = self.gain().to(rewards.device)
         y_t = rewards.detach().to(torch.float64).mean()
         posterior = (1.0 - eta_t) * prior + eta_t * y_t
@@ -156,3 +159,123 @@ class HADW(Reweighter):
         self.history = state["history"].clone()
         self.count = int(state["count"])
 
+
+
+@attrs.frozen
+class HADWWindowParams:
+    lambda_scale: float = attrs.field(default=1.5, validator=gt(0.0))
+    """Scale of Phi (the authors' code: 1.5)."""
+    window: int = attrs.field(default=10, validator=integer(1))
+    """k: the anchor is the mean of the last k batch accuracies (the authors' code: 10)."""
+
+
+@REWEIGHTERS.register("hadw_window", HADWWindowParams)
+class HADWWindow(Reweighter):
+    """HA-DW as in the authors' released code: anchor = mean of the last k batch accuracies.
+
+    The current batch's accuracy is appended *before* the weights are computed, so the
+    anchor includes this batch (unlike ``hadw``, whose anchor is the prior belief).
+    """
+
+    def __init__(self, params: HADWWindowParams):
+        super().__init__(params)
+        self.accuracies = torch.zeros(params.window, dtype=torch.float64)
+        self.count = 0
+
+    def __call__(self, advantages, rewards):
+        self.accuracies[self.count % self.params.window] = rewards.detach().to(torch.float64).mean().cpu()
+        self.count += 1
+        anchor = self.accuracies[: min(self.count, self.params.window)].mean()
+        phi = hadw_phi(advantages, rewards, anchor.to(rewards.device), self.params.lambda_scale)
+        stats = {"hadw/belief": anchor.float()}
+        stats.update(weight_stats(phi, advantages))
+        return phi * advantages, stats
+
+    def state_dict(self) -> dict:
+        return {"accuracies": self.accuracies.clone(), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["accuracies"].shape != self.accuracies.shape:
+            raise ValueError(f"hadw_window checkpoint has window {state['accuracies'].numel()}, config has {self.params.window}")
+        self.accuracies = state["accuracies"].clone()
+        self.count = int(state["count"])
+
+
+@attrs.frozen
+class HADWFixedParams:
+    lambda_scale: float = attrs.field(default=1.5, validator=gt(0.0))
+    """Scale of Phi."""
+    anchor: float = attrs.field(default=0.5, validator=between(0.0, 1.0))
+    """The constant anchor C (the paper's ablation: 0.4, 0.5, 0.6)."""
+
+
+@REWEIGHTERS.register("hadw_fixed", HADWFixedParams)
+class HADWFixed(Reweighter):
+    """HA-DW with a constant anchor C: the ablation without history (arXiv:2601.08521)."""
+
+    def __call__(self, advantages, rewards):
+        anchor = torch.tensor(self.params.anchor, dtype=rewards.dtype, device=rewards.device)
+        phi = hadw_phi(advantages, rewards, anchor, self.params.lambda_scale)
+        stats = {"hadw/belief": anchor.float()}
+        stats.update(weight_stats(phi, advantages))
+        return phi * advantages, stats
+
+
+@attrs.frozen
+class FocalParams:
+    gamma: float = attrs.field(default=1.0, validator=ge(0.0))
+    """Focusing exponent: weight (1 - p_hat)^gamma (0 = no reweighting; default ours)."""
+
+
+@REWEIGHTERS.register("focal", FocalParams)
+class Focal(Reweighter):
+    """F-GRPO (Plyusov et al. 2026, arXiv:2602.06717): A' = (1 - p_hat)^gamma * A per group.
+
+    Down-weights high-success groups, whose updates concentrate mass on the common correct
+    mode and shrink unsampled rare correct modes. gamma defaults to 1 (our choice; the
+    paper treats it as a tuned hyperparameter, gamma = 0 recovers the base algorithm).
+    """
+
+    def __call__(self, advantages, rewards):
+        p_hat = rewards.mean(dim=1, keepdim=True)  # (P, 1)
+        weight = (1.0 - p_hat).clamp_min(0.0).pow(self.params.gamma).expand_as(advantages)  # (P, G)
+        return weight * advantages, weight_stats(weight, advantages)
+
+
+@attrs.frozen
+class AGRAEParams:
+    alpha: float = attrs.field(default=1.0, validator=gt(0.0))
+    """Positive advantages are scaled by min(1, p_bar / alpha) (the authors: 1 for math)."""
+    eps: float = attrs.field(default=1e-6, validator=gt(0.0))
+    """Added to the denominators sqrt(p_hat) and 1 - sqrt(p_hat)."""
+
+
+@REWEIGHTERS.register("agrae", AGRAEParams)
+class AGRAE(Reweighter):
+    """A-GRAE (arXiv:2602.05548), following the authors' released code.
+
+    With p_bar the batch accuracy and p_hat each group's:
+        A_hard = 0.5 A / (sqrt(p_hat) + eps)        focus on hard prompts
+        A_easy = 0.5 A / (1 - sqrt(p_hat) + eps)    focus on easy prompts
+        A'     = (1 - p_bar) A_easy + p_bar A_hard   moves from easy to hard as p_bar grows
+        A'     = A' * min(1, p_bar / alpha)          for A' > 0 only (asymmetry)
+    The released code guards this whole branch with ``weight == 2.0`` while its schedule
+    starts the weight off 2.0, so as released it never runs; this is the intended
+    behaviour, applied every step. Degenerate groups have A = 0 and stay 0 (finite for
+    p_hat in {0, 1}).
+    """
+
+    def __call__(self, advantages, rewards):
+        eps = self.params.eps
+        p_hat = rewards.mean(dim=1, keepdim=True).clamp(0.0, 1.0)  # (P, 1)
+        p_bar = rewards.mean().clamp(0.0, 1.0)
+        root = p_hat.sqrt()
+        a_hard = 0.5 * advantages / (root + eps)
+        a_easy = 0.5 * advantages / (1.0 - root + eps)
+        mixed = (1.0 - p_bar) * a_easy + p_bar * a_hard
+        positive_scale = torch.clamp(p_bar / self.params.alpha, max=1.0)
+        out = torch.where(mixed > 0, mixed * positive_scale, mixed)
+        weight = torch.where(advantages != 0, out / advantages, torch.ones_like(advantages))  # effective Phi
+        stats = {"agrae/batch_acc": p_bar.float()}
+        stats.update(weight_stats(weight, advantages))
+        return out, stats

@@ -16,9 +16,11 @@ import attrs
 import torch
 
 from algorithms import Algorithm
+from algorithms.losses import k3_kl, masked_mean
 from algorithms.registry import integer
 from experiments import metrics as M
 from experiments.checkpoint import save_checkpoint
+from policies.base import PromptBatch, Rollout
 
 
 class NonFiniteRewardError(ValueError):
@@ -36,7 +38,7 @@ class TrainParams:
     ppo_epochs: int = attrs.field(default=1, validator=integer(1))
     """Passes over each rollout batch."""
     minibatches: int = attrs.field(default=1, validator=integer(1))
-    """Optimizer steps per epoch (the batch of P * G responses is split evenly)."""
+    """Optimizer steps per epoch (the batch of P * G responses is split evenly; at most one per response)."""
     checkpoint_every: int = attrs.field(default=50, validator=integer(0))
     """Save a checkpoint every N steps and at the end (0: only at the end)."""
     keep_checkpoints: int = attrs.field(default=2, validator=integer(1))
@@ -47,6 +49,23 @@ class TrainParams:
     """Run directory name (default: <algo>-<env>-s<seed>-<time>)."""
     progress: bool = True
     """Show a progress bar."""
+
+
+@attrs.frozen
+class StepBatch:
+    """Everything sampled in one step: N >= P groups (N > P only with extra filter rounds)."""
+
+    prompts: PromptBatch
+    rollout: Rollout
+    raw_rewards: torch.Tensor
+    """[N, G] verifier rewards, before shaping (accuracy metrics use these)."""
+    lengths: torch.Tensor
+    """[N, G] response lengths in tokens."""
+    p_true: torch.Tensor | None
+    """[N] exact success probabilities at sampling time, where the task knows them."""
+    train_groups: torch.Tensor
+    """[n] indices of the groups that enter the update (n <= P)."""
+    stats: dict
 
 
 class Trainer:
@@ -68,20 +87,18 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
-        t = self.params
-        prompts = self.task.sample_prompts(t.prompts_per_step)
-        p_true = self.task.success_probability(self.policy, prompts.ids) if hasattr(self.task, "success_probability") else None
-        rollout = self.policy.sample(prompts, t.group_size, self.generator)  # B = P * G responses
-        rewards = self.task.rewards(prompts, rollout)  # (P, G)
-        check_rewards(rewards, self.step + 1)
-        advantages = self.algo.advantage(rewards)  # (P, G)
-        weighted, reweight_stats = self.algo.reweighter(advantages, rewards)  # (P, G)
-        loss_stats = self.update(rollout, weighted.reshape(-1, 1))  # advantages (B, 1)
+        batch = self.collect()  # every group sampled this step (several rounds with a filter)
+        rewards = self.algo.shape(batch.raw_rewards, batch.lengths)  # (N, G)
+        advantages = self.algo.advantage(rewards)  # (N, G)
+        weighted, reweight_stats = self.algo.reweighter(advantages, rewards)  # (N, G)
+        train = batch.train_groups  # (n,) groups that enter the update (first P kept)
+        loss_stats = self.update(batch.rollout.select_groups(train), weighted[train].reshape(-1, 1))
 
-        step_metrics = M.group_metrics(rewards, advantages, weighted, self.task.bucket(prompts), p_true)
+        step_metrics = M.group_metrics(batch.raw_rewards, advantages, weighted, self.task.bucket(batch.prompts), batch.p_true)
+        step_metrics.update(batch.stats)
         step_metrics.update(reweight_stats)
         step_metrics.update(loss_stats)
-        if p_true is not None:
+        if batch.p_true is not None:
             step_metrics.update(M.exact_accuracy(self.task.success_probability(self.policy), self.task.buckets))
         self.step += 1
         values = M.to_host(step_metrics)  # the one host sync of the step
@@ -90,19 +107,63 @@ class Trainer:
             self.logger.log(self.step, values)
         return values
 
+    def collect(self) -> "StepBatch":
+        """Sample P prompts x G responses and score them; with a filter, sample more rounds
+        (up to ``filter.max_extra_rounds``) until P groups pass, then keep the first P."""
+        t, exact = self.params, hasattr(self.task, "success_probability")
+        rounds: list[tuple] = []
+        passed = 0
+        for _ in range(1 + self.algo.filter.max_extra_rounds):
+            prompts = self.task.sample_prompts(t.prompts_per_step)
+            p_true = self.task.success_probability(self.policy, prompts.ids) if exact else None  # before sampling
+            rollout = self.policy.sample(prompts, t.group_size, self.generator)  # B = P * G responses
+            raw = self.task.rewards(prompts, rollout)  # (P, G)
+            check_rewards(raw, self.step + 1)
+            keep = self.algo.filter.keep(raw)  # (P,)
+            rounds.append((prompts, rollout, raw, p_true, keep))
+            if self.algo.filter.max_extra_rounds == 0:
+                break
+            passed += int(keep.sum())  # rewards live on the host: no device sync
+            if passed >= t.prompts_per_step:
+                break
+        prompts, rollout, raw, p_true, keep = zip(*rounds)
+        keep = torch.cat(keep)  # (N,)
+        train = keep.nonzero().squeeze(1)[: t.prompts_per_step]
+        raw = torch.cat(raw)
+        rollout = Rollout.concat(list(rollout))
+        stats = {
+            "sampling/rounds": torch.tensor(float(len(rounds))),
+            "sampling/dropped_groups": (~keep).sum().float(),
+            "sampling/train_groups": torch.tensor(float(train.numel())),
+        }
+        return StepBatch(
+            prompts=PromptBatch.concat(list(prompts)),
+            rollout=rollout,
+            raw_rewards=raw,
+            lengths=rollout.mask.sum(dim=1).view(raw.shape),
+            p_true=torch.cat(p_true) if exact else None,
+            train_groups=train,
+            stats=stats,
+        )
+
     def update(self, rollout, advantages: torch.Tensor) -> dict[str, torch.Tensor]:
         """PPO-style epochs over minibatches of the rollout; returns mean loss stats."""
         batch = rollout.tokens.shape[0]
-        if self.params.minibatches > batch:
-            raise ValueError(f"train.minibatches ({self.params.minibatches}) exceeds the batch ({batch} responses)")
+        if batch == 0:  # every group was filtered out: nothing to learn from this step
+            return {}
         params = [p for p in self.policy.parameters() if p.requires_grad]
+        num_minibatches = min(self.params.minibatches, batch)
         collected: dict[str, list[torch.Tensor]] = {}
         for _ in range(self.params.ppo_epochs):
             order = torch.randperm(batch, generator=self.generator)
-            for index in order.chunk(self.params.minibatches):
+            for index in order.chunk(num_minibatches):
                 mb = rollout.select(index)
                 logp = self.policy.logprobs(mb)  # (b, T)
                 per_token, stats = self.algo.loss(logp, mb.logp, advantages[index], mb.mask)
+                if self.algo.kl_beta > 0:
+                    kl = k3_kl(logp, self.policy.ref_logprobs(mb))  # (b, T)
+                    per_token = per_token + self.algo.kl_beta * kl
+                    stats = {**stats, "kl_ref": masked_mean(kl.detach(), mb.mask)}
                 loss = self.algo.aggregate(per_token, mb.mask)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -24,6 +24,10 @@ class PromptBatch:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
+    @staticmethod
+    def concat(batches: list["PromptBatch"]) -> "PromptBatch":
+        return PromptBatch(ids=torch.cat([b.ids for b in batches]), texts=sum((b.texts for b in batches), ()))
+
 
 @attrs.frozen
 class Rollout:
@@ -46,8 +50,8 @@ class Rollout:
     def num_prompts(self) -> int:
         return self.tokens.shape[0] // self.group_size
 
-    def select(self, index: torch.Tensor) -> "Rollout":
-        """Responses ``index`` [b] (a minibatch). Group structure is not kept."""
+    def select(self, index: torch.Tensor, group_size: int = 1) -> "Rollout":
+        """Responses ``index`` [b] (a minibatch, or whole groups with ``group_size``)."""
         texts = tuple(self.texts[i] for i in index.tolist()) if self.texts else ()
         return attrs.evolve(
             self,
@@ -55,8 +59,30 @@ class Rollout:
             mask=self.mask[index],
             logp=self.logp[index],
             prompt_ids=self.prompt_ids[index],
-            group_size=1,
+            group_size=group_size,
             texts=texts,
+        )
+
+    def select_groups(self, groups: torch.Tensor) -> "Rollout":
+        """The G responses of each group in ``groups`` [n], in that order."""
+        g = self.group_size
+        index = (groups[:, None] * g + torch.arange(g, device=groups.device)).reshape(-1)  # (n * G,)
+        return self.select(index, group_size=g)
+
+    @staticmethod
+    def concat(rollouts: list["Rollout"]) -> "Rollout":
+        """Stack rollouts of the same group size, right-padding tokens to the longest T."""
+        if len(rollouts) == 1:
+            return rollouts[0]
+        width = max(r.tokens.shape[1] for r in rollouts)
+        pad = lambda x: torch.nn.functional.pad(x, (0, width - x.shape[1]))  # noqa: E731
+        return Rollout(
+            tokens=torch.cat([pad(r.tokens) for r in rollouts]),
+            mask=torch.cat([pad(r.mask) for r in rollouts]),
+            logp=torch.cat([pad(r.logp) for r in rollouts]),
+            prompt_ids=torch.cat([r.prompt_ids for r in rollouts]),
+            group_size=rollouts[0].group_size,
+            texts=sum((r.texts for r in rollouts), ()),
         )
 
 
@@ -70,6 +96,10 @@ class Policy(Protocol):
 
     def logprobs(self, rollout: Rollout) -> torch.Tensor:
         """[B, T] log-probabilities of ``rollout.tokens`` under the current parameters (with grad)."""
+        ...
+
+    def ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
+        """[B, T] log-probabilities under the frozen reference policy (for the KL penalty)."""
         ...
 
     def parameters(self):  # torch.nn.Module.parameters

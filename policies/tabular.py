@@ -35,6 +35,8 @@ class TabularPolicy(nn.Module):
         if not torch.isfinite(init_logits).all():
             raise ValueError("init_logits must be finite")
         self.logits = nn.Parameter(init_logits.clone().float())
+        # The reference policy of the KL penalty: the initial logits, frozen.
+        self.register_buffer("ref_logits", init_logits.clone().float())
 
     def probs(self, prompt_ids: torch.Tensor | None = None) -> torch.Tensor:
         """[P, K] answer distribution (all prompts when ``prompt_ids`` is None), no grad."""
@@ -58,6 +60,9 @@ class TabularPolicy(nn.Module):
     def logprobs(self, rollout: Rollout) -> torch.Tensor:
         logp_all = torch.log_softmax(self.logits[rollout.prompt_ids], dim=-1)  # (B, K)
         return logp_all.gather(1, rollout.tokens)  # (B, 1)
+
+    def ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
+        return torch.log_softmax(self.ref_logits[rollout.prompt_ids], dim=-1).gather(1, rollout.tokens)  # (B, 1)
 
     def entropy(self, prompt_ids: torch.Tensor) -> torch.Tensor:
         """[P] entropy of the answer distribution of each prompt, no grad."""

@@ -134,8 +134,14 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> Trainer:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    overrides = HydraConfig.get().overrides.task
     try:
-        run(cfg, HydraConfig.get().overrides.task)
+        if cfg.get("arena"):
+            from experiments.arena import run_arena
+
+            run_arena(list(cfg.arena), overrides)
+        else:
+            run(cfg, overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -82,6 +82,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.logger = logger
         self.generator = torch.Generator().manual_seed(seed)
+        self.prompt_source = None  # the arena sets a shared stream: (num) -> PromptBatch
         self.step = 0
         self.history: list[dict[str, float]] = []
 
@@ -110,12 +111,13 @@ class Trainer:
     def collect(self) -> "StepBatch":
         """Sample P prompts x G responses and score them; with a filter, sample more rounds
         (up to ``filter.max_extra_rounds``) until P groups pass, then keep the first P."""
-        t, exact = self.params, hasattr(self.task, "success_probability")
+        t, exact = self.params, getattr(self.task, "success_probability", None)
         rounds: list[tuple] = []
         passed = 0
-        for _ in range(1 + self.algo.filter.max_extra_rounds):
-            prompts = self.task.sample_prompts(t.prompts_per_step)
-            p_true = self.task.success_probability(self.policy, prompts.ids) if exact else None  # before sampling
+        for round_ in range(1 + self.algo.filter.max_extra_rounds):
+            shared = self.prompt_source is not None and round_ == 0  # extra filter rounds draw privately
+            prompts = self.prompt_source(t.prompts_per_step) if shared else self.task.sample_prompts(t.prompts_per_step)
+            p_true = exact(self.policy, prompts.ids) if exact else None  # exact p before sampling, where known
             rollout = self.policy.sample(prompts, t.group_size, self.generator)  # B = P * G responses
             raw = self.task.rewards(prompts, rollout)  # (P, G)
             check_rewards(raw, self.step + 1)
@@ -141,7 +143,7 @@ class Trainer:
             rollout=rollout,
             raw_rewards=raw,
             lengths=rollout.mask.sum(dim=1).view(raw.shape),
-            p_true=torch.cat(p_true) if exact else None,
+            p_true=None if any(p is None for p in p_true) else torch.cat(p_true),
             train_groups=train,
             stats=stats,
         )

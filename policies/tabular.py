@@ -83,5 +83,6 @@ class TabularInit:
 @POLICIES.register("tabular", TabularInit)
 def tabular_policy(task, *, init: str) -> TabularPolicy:
     """Tabular softmax over the task's candidate answers (exact, vectorised)."""
+    num_prompts, num_answers = task.initial_logits.shape
     logits = task.initial_logits if init == "task" else None
-    return TabularPolicy(TabularParams(num_prompts=len(task), num_answers=task.params.num_answers), logits)
+    return TabularPolicy(TabularParams(num_prompts=num_prompts, num_answers=num_answers), logits)

@@ -5,8 +5,18 @@
 
 from algorithms.registry import Registry
 from rlvr_env.bandit import BUCKETS, BanditParams, BanditTask, bucket_of
+from rlvr_env.problems import Problem, ProblemFormatError, arithmetic_problems, format_prompt, load_jsonl
+from rlvr_env.tasks import ArithmeticParams, ArithmeticTask, CandidateTask
+from rlvr_env.verifier import Verdict, VerifyConfig, extract_answer, verify, verify_batch
 
 TASKS = Registry("env", "Task(params, seed): sample_prompts, rewards, bucket")
 TASKS.register("bandit", BanditParams)(BanditTask)
+TASKS.register("arithmetic", ArithmeticParams)(ArithmeticTask)
 
-__all__ = ["BUCKETS", "TASKS", "BanditParams", "BanditTask", "bucket_of"]
+from rlvr_env import envs  # noqa: E402  (registers the Gymnasium ids)
+
+__all__ = [
+    "BUCKETS", "TASKS", "ArithmeticParams", "ArithmeticTask", "BanditParams", "BanditTask", "CandidateTask",
+    "Problem", "ProblemFormatError", "Verdict", "VerifyConfig", "arithmetic_problems", "bucket_of",
+    "extract_answer", "format_prompt", "load_jsonl", "verify", "verify_batch", "envs",
+]

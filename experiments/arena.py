@@ -1,0 +1,86 @@
+"""Train several algorithms side by side on one prompt stream: ``arena=[grpo,grpo_hadw]``.
+
+Every learner has its own policy, optimizer, reweighter and TensorBoard run
+(``<log_dir>/<arena run>/<algo>``); each step all of them answer the same prompts (drawn
+once from the seeded task), so per-step differences are paired. The closing summary adds
+a paired comparison against the first learner.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from algorithms import ConfigError
+from experiments.run import build_trainer
+from experiments.study import mean_ci
+from experiments.tracking import TensorBoardLogger, summary_table
+
+PAIRED_METRICS = ("accuracy/all", "accuracy/hard", "accuracy/medium", "accuracy/easy", "accuracy/batch")
+
+
+def compose_learners(names: list[str], overrides: list[str]) -> list[dict]:
+    from hydra import compose
+
+    base = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~") in ("arena", "algo")]
+    return [OmegaConf.to_container(compose(config_name="config", overrides=[*base, f"algo={n}"]), resolve=True)
+            for n in names]
+
+
+def run_arena(names: list[str], overrides: list[str]) -> dict:
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ConfigError(f"arena: needs two or more distinct algorithm presets, got {names}")
+    configs = compose_learners(names, overrides)
+    root = Path(configs[0]["train"]["log_dir"]) / f"arena-{'-vs-'.join(names)}-s{configs[0]['seed']}-{datetime.now():%Y%m%d-%H%M%S}"
+    trainers = {n: build_trainer(c, root / n) for n, c in zip(names, configs)}  # validate all first
+    leader = trainers[names[0]].task  # the shared, seeded prompt stream
+    current = {}
+    for t in trainers.values():
+        t.prompt_source = lambda num: current["prompts"]
+    for n, t in trainers.items():
+        (root / n).mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(configs[names.index(n)]), root / n / "config.yaml")
+        t.logger = TensorBoardLogger(root / n)
+    steps = trainers[names[0]].params.steps
+    start = time.perf_counter()
+    try:
+        for _ in tqdm(range(steps), desc="arena", file=sys.stderr, disable=not configs[0]["train"]["progress"]):
+            current["prompts"] = leader.sample_prompts(trainers[names[0]].params.prompts_per_step)
+            for t in trainers.values():
+                t.train_step()
+    finally:
+        for t in trainers.values():
+            t.save()
+            t.logger.close()
+    elapsed = time.perf_counter() - start
+    for n, t in trainers.items():
+        print(summary_table(t.history, f"{n} (arena, {t.step} steps, seed {configs[0]['seed']})"), end="\n\n")
+    print(paired_table(trainers, names, elapsed))
+    print(f"\narena directory: {root}   (tensorboard --logdir {root})")
+    return trainers
+
+
+def paired_table(trainers: dict, names: list[str], elapsed: float) -> str:
+    """Final metrics per learner, and the per-step paired difference against the first."""
+    base = trainers[names[0]].history
+    lines = [f"paired comparison on identical prompts ({len(base)} steps, {elapsed:.1f} s)",
+             f"{'metric':<18}" + "".join(f"{n:>14}" for n in names)]
+    for key in PAIRED_METRICS:
+        finals = [trainers[n].history[-1].get(key, math.nan) for n in names]
+        if all(math.isfinite(v) for v in finals):
+            lines.append(f"{key:<18}" + "".join(f"{v:>14.4f}" for v in finals))
+    for n in names[1:]:
+        diffs = [b["accuracy/batch"] - a["accuracy/batch"] for a, b in zip(base, trainers[n].history)]
+        m, h = mean_ci(diffs)
+        wins = sum(d > 0 for d in diffs)
+        lines.append(f"{n} - {names[0]}: batch accuracy per step {m:+.4f} ± {h:.4f} (95% CI over steps), "
+                     f"ahead on {wins}/{len(diffs)} steps, final exact accuracy "
+                     f"{trainers[n].history[-1].get('accuracy/all', math.nan) - base[-1].get('accuracy/all', math.nan):+.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,176 @@
+"""Problem sources with a common ``Problem`` record: an arithmetic generator and JSONL loaders.
+
+JSONL formats recognised (one JSON object per line):
+    MATH500        problem, solution, answer, subject, level (1-5)
+    AIME / AMC / Minerva / OlympiadBench     problem, answer
+    GSM8K          question, answer ("... #### N")
+A malformed row raises ``ProblemFormatError`` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+import numpy as np
+
+BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+TEMPLATES = ("plain", "boxed", "chat")
+
+
+class ProblemFormatError(ValueError):
+    """A data row that is not a recognised problem format; the message names file and line."""
+
+
+@attrs.frozen
+class Problem:
+    id: str
+    """Unique id, e.g. ``math500-17`` (source name and line) or ``arith-L3-0042``."""
+    prompt: str
+    """The question as written in the source."""
+    answer: str
+    """The reference final answer (a string the verifier understands)."""
+    difficulty: int | None = None
+    """Level 1 (easiest) .. 5, where the source has one."""
+    metadata: dict = attrs.field(factory=dict)
+    """Anything else from the source (subject, solution, ...)."""
+
+
+# ----------------------------------------------------------------- arithmetic generator
+
+# level -> (max operand digits, number of operations, use parentheses)
+ARITHMETIC_LEVELS = {1: (1, 1, False), 2: (2, 1, False), 3: (2, 2, False), 4: (2, 3, True), 5: (3, 4, True)}
+
+
+def _expression(rng: np.random.Generator, digits: int, ops: int, parens: bool) -> str:
+    terms = [str(int(rng.integers(1, 10**digits))) for _ in range(ops + 1)]
+    operators = [str(rng.choice(["+", "-", "*"])) for _ in range(ops)]
+    if parens and ops >= 2:
+        i = int(rng.integers(0, ops))  # wrap terms i and i + 1
+        terms[i], terms[i + 1] = f"({terms[i]}", f"{terms[i + 1]})"
+    out = terms[0]
+    for op, term in zip(operators, terms[1:]):
+        out += f" {op} {term}"
+    return out
+
+
+def _evaluate(expr: str) -> int:
+    """Integer value of a generated expression: a shunting-yard over + - * and parentheses.
+
+    Only ever called on expressions this module generated (never on model output).
+    """
+    tokens = expr.replace("(", " ( ").replace(")", " ) ").split()
+    prec = {"+": 1, "-": 1, "*": 2}
+    values: list[int] = []
+    ops: list[str] = []
+
+    def apply():
+        b, a, op = values.pop(), values.pop(), ops.pop()
+        values.append(a + b if op == "+" else a - b if op == "-" else a * b)
+
+    for tok in tokens:
+        if tok.isdigit():
+            values.append(int(tok))
+        elif tok == "(":
+            ops.append(tok)
+        elif tok == ")":
+            while ops[-1] != "(":
+                apply()
+            ops.pop()
+        else:
+            while ops and ops[-1] != "(" and prec[ops[-1]] >= prec[tok]:
+                apply()
+            ops.append(tok)
+    while ops:
+        apply()
+    return values[0]
+
+
+def arithmetic_problems(num: int, levels=(1, 2, 3, 4, 5), seed: int = 0) -> list[Problem]:
+    """``num`` seeded arithmetic problems, levels cycling through ``levels``."""
+    bad = [lv for lv in levels if lv not in ARITHMETIC_LEVELS]
+    if bad or not levels:
+        raise ValueError(f"arithmetic levels must be in {sorted(ARITHMETIC_LEVELS)}, got {list(levels)}")
+    rng = np.random.default_rng(seed)
+    problems = []
+    for i in range(num):
+        level = levels[i % len(levels)]
+        expr = _expression(rng, *ARITHMETIC_LEVELS[level])
+        problems.append(Problem(id=f"arith-L{level}-{i:05d}", prompt=f"What is {expr}?", answer=str(_evaluate(expr)),
+                                difficulty=level, metadata={"expression": expr}))
+    return problems
+
+
+# ----------------------------------------------------------------- JSONL loader
+
+
+def _gsm8k_answer(text: str) -> str:
+    if "####" not in text:
+        raise KeyError("answer without '#### N'")
+    return text.rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def problem_from_row(row: dict, source: str, line: int) -> Problem:
+    """One JSON object in any recognised format -> ``Problem``."""
+    if not isinstance(row, dict):
+        raise KeyError(f"expected a JSON object, got {type(row).__name__}")
+    pid = f"{source}-{line}"
+    if "question" in row:  # GSM8K
+        question, answer = row["question"], row["answer"]
+        if not isinstance(question, str) or not isinstance(answer, str):
+            raise KeyError("question and answer must be strings")
+        return Problem(pid, question, _gsm8k_answer(answer), None, {"solution": answer})
+    problem, answer = row["problem"], row["answer"]
+    if not isinstance(problem, str) or not isinstance(answer, (str, int, float)) or isinstance(answer, bool):
+        raise KeyError("problem must be a string and answer a string or number")
+    level = row.get("level")
+    if level is not None and (not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= 5):
+        raise KeyError(f"level must be an integer 1-5, got {level!r}")
+    metadata = {k: v for k, v in row.items() if k not in ("problem", "answer", "level")}
+    return Problem(pid, problem, str(answer), level, metadata)
+
+
+def load_jsonl(path: str | Path, limit: int | None = None) -> list[Problem]:
+    """Problems of a JSONL file (see module doc for the formats)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such problem file: {path}")
+    problems = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                problems.append(problem_from_row(json.loads(line), path.stem, line_no))
+            except json.JSONDecodeError as exc:
+                raise ProblemFormatError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+            except KeyError as exc:
+                raise ProblemFormatError(f"{path}:{line_no}: not a recognised problem row: {exc.args[0]}") from None
+            if limit is not None and len(problems) >= limit:
+                break
+    if not problems:
+        raise ProblemFormatError(f"{path}: no problems")
+    return problems
+
+
+# ----------------------------------------------------------------- prompt templates
+
+
+def format_prompt(problem: Problem, template: str = "boxed", tokenizer=None) -> str:
+    """The text a policy reads.
+
+    plain: the question; boxed: the question and the instruction to box the final answer
+    (not repeated where the source already has it); chat: the boxed text as a user turn of
+    the tokenizer's chat template, with the generation prompt.
+    """
+    if template not in TEMPLATES:
+        raise ValueError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}")
+    if template == "plain":
+        return problem.prompt
+    text = problem.prompt if BOXED_INSTRUCTION in problem.prompt else f"{problem.prompt}\n{BOXED_INSTRUCTION}"
+    if template == "boxed":
+        return text
+    if tokenizer is None or getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("template 'chat' needs a tokenizer with a chat template")
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)

@@ -1,0 +1,133 @@
+"""Math problems as a training task: prompts, verifier rewards, difficulty buckets.
+
+``CandidateTask`` serves math problems to any policy. A language model answers in free
+text (``rollout.texts``); the tabular policy picks one of K candidate answer strings per
+problem (the reference and K-1 distractors), and the same verifier scores both: the
+candidate's text is what gets verified. Verdicts are cached per (problem, text).
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import torch
+
+from algorithms.registry import FieldError, integer, one_of
+from policies.base import PromptBatch, Rollout
+from rlvr_env.bandit import bucket_of
+from rlvr_env.problems import ARITHMETIC_LEVELS, TEMPLATES, Problem, arithmetic_problems, format_prompt
+from rlvr_env.verifier import VerifyConfig, verify
+
+# Initial probability of the correct candidate by difficulty level (the tabular "model"
+# finds harder problems harder): level 1 easy ... level 5 hard.
+LEVEL_SUCCESS = {1: 0.8, 2: 0.6, 3: 0.45, 4: 0.3, 5: 0.15}
+
+
+def _levels(inst, attribute, value):
+    if not value or any(v not in ARITHMETIC_LEVELS for v in value):
+        raise FieldError(attribute.name, f"must be levels in {sorted(ARITHMETIC_LEVELS)}, got {list(value)}")
+
+
+@attrs.frozen
+class ArithmeticParams:
+    num_problems: int = attrs.field(default=128, validator=integer(1))
+    """Problems generated (levels cycle through ``levels``)."""
+    levels: tuple[int, ...] = attrs.field(default=(1, 2, 3, 4, 5), converter=tuple, validator=_levels)
+    """Difficulty levels: operand digits, number of operations, parentheses."""
+    num_answers: int = attrs.field(default=8, validator=integer(2))
+    """K candidate answers per problem for the tabular policy (the reference + distractors)."""
+    template: str = attrs.field(default="boxed", validator=one_of(*TEMPLATES[:2]))
+    """Prompt template: plain | boxed."""
+    seed: int | None = None
+    """Seed of the problem set (None: the run's seed)."""
+
+
+def distractors(answer: int, k: int, rng: np.random.Generator) -> list[str]:
+    """k distinct wrong integer answers near ``answer`` (off by one, sign, digits, nearby)."""
+    pool = [answer + 1, answer - 1, answer + 10, answer - 10, -answer, 2 * answer, answer + 2,
+            int(str(abs(answer))[::-1]) * (1 if answer >= 0 else -1)]
+    out: list[str] = []
+    for v in pool + [answer + int(d) for d in rng.integers(-50, 51, size=4 * k)]:
+        s = str(v)
+        if v != answer and s not in out:
+            out.append(s)
+        if len(out) == k:
+            return out
+    raise RuntimeError("could not build distractors")  # unreachable for k <= 100
+
+
+class CandidateTask:
+    """Math problems with K candidate answers each; rewards from the verifier."""
+
+    name = "arithmetic"
+
+    def __init__(self, problems: list[Problem], num_answers: int, seed: int, template: str = "boxed",
+                 verify_config: VerifyConfig = VerifyConfig()):
+        self.problems = problems
+        self.verify_config = verify_config
+        rng = np.random.default_rng(seed)
+        self.candidates: list[list[str]] = []
+        for p in problems:
+            cands = [p.answer] + distractors(int(p.answer), num_answers - 1, rng)
+            self.candidates.append([cands[i] for i in rng.permutation(num_answers)])
+        self._cache: dict[tuple[int, str], float] = {}
+        self.correct = torch.tensor([[self.score(i, c) > 0.5 for c in cands] for i, cands in enumerate(self.candidates)])
+        success = torch.tensor([LEVEL_SUCCESS.get(p.difficulty or 3, 0.45) for p in problems])  # (N,)
+        n_correct = self.correct.sum(1).clamp_min(1)
+        mass = torch.where(self.correct, success[:, None] / n_correct[:, None],
+                           (1 - success[:, None]) / (num_answers - n_correct[:, None]))
+        self.initial_logits = mass.log().float()
+        self.initial_p = (mass * self.correct).sum(1)
+        self.buckets = bucket_of(self.initial_p)
+        self.texts = tuple(format_prompt(p, template) for p in problems)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    def score(self, index: int, text: str) -> float:
+        key = (index, text)
+        if key not in self._cache:
+            self._cache[key] = verify(text, self.problems[index].answer, self.verify_config).reward
+        return self._cache[key]
+
+    def sample_prompts(self, num: int) -> PromptBatch:
+        ids = torch.as_tensor(self.rng.choice(len(self), size=num, replace=False), dtype=torch.long)
+        return PromptBatch(ids=ids, texts=tuple(self.texts[i] for i in ids.tolist()))
+
+    def completions(self, rollout: Rollout) -> list[str]:
+        """The text of each response: generated text, or the chosen candidate's string."""
+        if rollout.texts:
+            return list(rollout.texts)
+        return [self.candidates[i][a] for i, a in zip(rollout.prompt_ids.tolist(), rollout.tokens[:, 0].tolist())]
+
+    def rewards(self, prompts: PromptBatch, rollout: Rollout) -> torch.Tensor:
+        """[P, G] verifier rewards of the completions."""
+        texts = self.completions(rollout)
+        r = [self.score(i, t) for i, t in zip(rollout.prompt_ids.tolist(), texts)]
+        return torch.tensor(r).view(len(prompts), rollout.group_size)
+
+    def bucket(self, prompts: PromptBatch) -> torch.Tensor:
+        return self.buckets[prompts.ids]
+
+    def success_probability(self, policy, prompt_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Exact p under a policy that exposes its answer distribution (tabular); else None."""
+        if not hasattr(policy, "probs"):
+            return None
+        correct = self.correct if prompt_ids is None else self.correct[prompt_ids]
+        return (policy.probs(prompt_ids) * correct).sum(-1)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+class ArithmeticTask(CandidateTask):
+    """Seeded arithmetic problems (``rlvr_env.problems.arithmetic_problems``) as a task."""
+
+    def __init__(self, params: ArithmeticParams, seed: int):
+        problems = arithmetic_problems(params.num_problems, params.levels, params.seed if params.seed is not None else seed)
+        super().__init__(problems, params.num_answers, seed, params.template)
+        self.params = params

@@ -1,0 +1,102 @@
+"""Extraction and equivalence on hand-made cases, the shared benchmarks, hostile output."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from rlvr_env import load_jsonl
+from rlvr_env.verifier import VerifyConfig, extract_answer, last_boxed, verify, verify_batch
+from tests.verifier_cases import CASES
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark data folder {DATA} is absent")
+
+
+def test_case_table_is_large_enough():
+    assert len(CASES) >= 40
+    assert {r for _, _, r in CASES} == {0, 1}
+
+
+@pytest.mark.parametrize("completion, answer, reward", CASES)
+def test_hand_made_cases(completion, answer, reward):
+    verdict = verify(completion, answer)
+    assert verdict.reward == reward, verdict
+    assert verdict.reason == ("correct" if reward else verdict.reason)
+
+
+def test_extraction_rules():
+    assert last_boxed(r"a \boxed{1} b \boxed{\frac{2}{3}} c") == r"\frac{2}{3}"
+    assert last_boxed(r"\boxed{a{b{c}}d}") == "a{b{c}}d"
+    assert last_boxed(r"\boxed 7.") == "7."
+    assert last_boxed(r"\boxed{unclosed") is None
+    assert extract_answer("#### 1,234") == "1,234"
+    assert extract_answer("So the answer is $12$.") == "12"
+    assert extract_answer("x = 3, y = -4.5") == "-4.5"
+    assert extract_answer(r"\boxed{") is None  # a malformed box is no answer, not "last number"
+    assert extract_answer("12 and 13", extractors=("boxed",)) is None
+    with pytest.raises(ValueError, match="extractors"):
+        VerifyConfig(extractors=("nope",))
+
+
+def test_verdict_reasons():
+    assert verify("nothing here", "5").reason == "no_answer"
+    assert verify(r"\boxed{6}", "5").reason == "wrong"
+    assert verify(r"\boxed{" + "1" * 600 + "}", "5").reason == "answer_too_long"
+    assert verify(None, "5").reason.startswith("error")
+
+
+@needs_data
+def test_math500_reference_solutions_verify():
+    rows = load_jsonl(DATA / "math500.jsonl")
+    ok = sum(verify(p.metadata["solution"], p.answer).reward for p in rows)
+    assert ok / len(rows) >= 0.99
+    # another row's answer is rejected (the few rows with an equal answer are real matches)
+    accepted = sum(verify(rf"\boxed{{{rows[(i + 1) % len(rows)].answer}}}", p.answer).reward for i, p in enumerate(rows))
+    assert accepted / len(rows) <= 0.01
+
+
+@needs_data
+def test_gsm8k_reference_answers_verify():
+    rows = load_jsonl(DATA / "gsm8k_test.jsonl")
+    ok = sum(verify(p.metadata["solution"], p.answer).reward for p in rows)
+    assert ok == len(rows)
+
+
+HOSTILE = [
+    "x" * 1_000_000,
+    "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}",
+    "{" * 10_000,
+    r"\boxed{__import__('os').system('touch /tmp/rlvr_pwned')}",
+    r"\boxed{2^{2^{2^{30}}}}",
+    r"\boxed{9^{9^{9^{9^{9}}}}}",
+    r"\boxed{10^{10^{10}}!}",
+    r"\boxed{\int_0^{\infty} e^{x^{x^{x}}} dx}",
+    "1 " * 200_000,
+]
+
+
+def test_hostile_completions_return_fast_score_zero_and_execute_nothing():
+    marker = Path("/tmp/rlvr_pwned")
+    marker.unlink(missing_ok=True)
+    config = VerifyConfig(timeout=2)
+    for text in HOSTILE:
+        start = time.monotonic()
+        verdict = verify(text, "5", config)
+        assert verdict.reward == 0.0, verdict
+        assert time.monotonic() - start < 3 * config.timeout + 1, text[:40]
+    start = time.monotonic()
+    verdicts = verify_batch(HOSTILE, ["5"] * len(HOSTILE), config, workers=2)
+    assert [v.reward for v in verdicts] == [0.0] * len(HOSTILE)
+    assert time.monotonic() - start < len(HOSTILE) * (3 * config.timeout + 1)
+    assert not marker.exists()
+
+
+def test_verify_batch_keeps_order_and_matches_verify():
+    completions = [rf"\boxed{{{i}}}" if i % 3 else "no answer" for i in range(40)]
+    answers = [str(i if i % 2 else i + 1) for i in range(40)]
+    batch = verify_batch(completions, answers, workers=2)
+    assert batch == [verify(c, a) for c, a in zip(completions, answers)]
+    with pytest.raises(ValueError, match="completions but"):
+        verify_batch(["a"], [])

@@ -21,13 +21,14 @@ REWEIGHTERS = Registry("reweighter", "advantages [P, G], rewards [P, G] -> (adva
 
 
 def weight_stats(weights: torch.Tensor, advantages: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Mean weight over responses with A > 0 and with A < 0. NaN where there are none."""
-    pos, neg = advantages > 0, advantages < 0
-    nan = torch.tensor(float("nan"), dtype=weights.dtype, device=weights.device)
-    return {
-        "phi/correct": weights[pos].mean() if pos.any() else nan,
-        "phi/incorrect": weights[neg].mean() if neg.any() else nan,
-    }
+    """Mean weight over responses with A > 0 and with A < 0; NaN where there are none (no host sync)."""
+
+    def masked_mean(mask: torch.Tensor) -> torch.Tensor:
+        count = mask.sum()
+        mean = (weights * mask).sum() / count.clamp_min(1)
+        return torch.where(count > 0, mean, torch.full_like(mean, float("nan")))
+
+    return {"phi/correct": masked_mean(advantages > 0), "phi/incorrect": masked_mean(advantages < 0)}
 
 
 def hadw_phi(advantages: torch.Tensor, rewards: torch.Tensor, anchor: torch.Tensor, lambda_scale: float) -> torch.Tensor:

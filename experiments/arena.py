@@ -35,6 +35,8 @@ def compose_learners(names: list[str], overrides: list[str]) -> list[dict]:
 
 
 def run_arena(names: list[str], overrides: list[str]) -> dict:
+    if any(o.split("=", 1)[0] == "resume" and not o.endswith("=null") for o in overrides):
+        raise ConfigError("arena: resume is not supported for arena runs; resume each learner's run directory alone")
     if len(names) < 2 or len(set(names)) != len(names):
         raise ConfigError(f"arena: needs two or more distinct algorithm presets, got {names}")
     configs = compose_learners(names, overrides)
@@ -55,6 +57,8 @@ def run_arena(names: list[str], overrides: list[str]) -> dict:
             current["prompts"] = leader.sample_prompts(trainers[names[0]].params.prompts_per_step)
             for t in trainers.values():
                 t.train_step()
+                if t.params.checkpoint_every and t.step % t.params.checkpoint_every == 0:
+                    t.save()
     finally:
         for t in trainers.values():
             t.save()

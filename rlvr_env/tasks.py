@@ -16,7 +16,10 @@ from algorithms.registry import FieldError, integer, one_of
 from policies.base import PromptBatch, Rollout
 from rlvr_env.bandit import bucket_of
 from rlvr_env.problems import ARITHMETIC_LEVELS, TEMPLATES, Problem, arithmetic_problems, format_prompt
-from rlvr_env.verifier import VerifyConfig, verify
+from rlvr_env.verifier import VerifyConfig, verify, verify_batch
+
+# Above this many unseen (problem, text) pairs in a step, verify them in worker processes.
+BATCH_VERIFY_MIN = 64
 
 # Initial probability of the correct candidate by difficulty level (the tabular "model"
 # finds harder problems harder): level 1 easy ... level 5 hard.
@@ -102,9 +105,13 @@ class CandidateTask:
         return [self.candidates[i][a] for i, a in zip(rollout.prompt_ids.tolist(), rollout.tokens[:, 0].tolist())]
 
     def rewards(self, prompts: PromptBatch, rollout: Rollout) -> torch.Tensor:
-        """[P, G] verifier rewards of the completions."""
-        texts = self.completions(rollout)
-        r = [self.score(i, t) for i, t in zip(rollout.prompt_ids.tolist(), texts)]
+        """[P, G] verifier rewards of the completions (unseen texts in bulk go to worker processes)."""
+        keys = list(zip(rollout.prompt_ids.tolist(), self.completions(rollout)))
+        unseen = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if len(unseen) >= BATCH_VERIFY_MIN:
+            verdicts = verify_batch([t for _, t in unseen], [self.problems[i].answer for i, _ in unseen], self.verify_config)
+            self._cache.update({k: v.reward for k, v in zip(unseen, verdicts)})
+        r = [self.score(i, t) for i, t in keys]
         return torch.tensor(r).view(len(prompts), rollout.group_size)
 
     def bucket(self, prompts: PromptBatch) -> torch.Tensor:

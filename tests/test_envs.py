@@ -126,3 +126,24 @@ def test_cli_arithmetic_and_arena(tmp_path):
     assert list((arena_dir / "grpo").glob("events.out.tfevents.*"))
     bad = run_cli("arena=[grpo]", f"train.log_dir={tmp_path / 'c'}")
     assert bad.returncode == 2 and "two or more distinct" in bad.stderr
+
+
+def test_candidate_task_scores_free_text_like_a_language_model(make_cfg, tmp_path):
+    """The arithmetic task scores generated text (rollout.texts) with the verifier, in bulk."""
+    import torch
+
+    from experiments.run import build_trainer
+    from policies import Rollout
+
+    trainer = build_trainer(make_cfg("env=arithmetic", "env.num_problems=40", "train.prompts_per_step=40", "train.progress=false"), tmp_path)
+    task = trainer.task
+    prompts = task.sample_prompts(40)
+    texts = []
+    for i in prompts.ids.tolist():
+        answer = task.problems[i].answer
+        texts += [rf"so it is \boxed{{{answer}}}", f"#### {int(answer) + 1}"]  # one right, one wrong per group
+    rollout = Rollout(tokens=torch.zeros(80, 1, dtype=torch.long), mask=torch.ones(80, 1), logp=torch.zeros(80, 1),
+                      prompt_ids=prompts.ids.repeat_interleave(2), group_size=2, texts=tuple(texts))
+    rewards = task.rewards(prompts, rollout)  # 80 unseen texts: verified in worker processes
+    assert rewards.tolist() == [[1.0, 0.0]] * 40
+    assert task.success_probability(object(), prompts.ids) is None  # no exact p without the answer distribution

@@ -35,6 +35,7 @@ SUMMARY_ROWS = [
     ("accuracy/easy", "  easy   (initial p > 2/3)"),
     ("accuracy/batch", "accuracy, sampled batch"),
     ("groups/degenerate_frac", "degenerate groups"),
+    ("modes/rare_share", "rare correct mode, share of p"),
     ("bias/hard", "A_hat - A, hard   (< 0: under-est.)"),
     ("bias/medium", "A_hat - A, medium"),
     ("bias/easy", "A_hat - A, easy   (> 0: over-est.)"),

@@ -101,6 +101,8 @@ class Trainer:
         step_metrics.update(loss_stats)
         if batch.p_true is not None:
             step_metrics.update(M.exact_accuracy(self.task.success_probability(self.policy), self.task.buckets))
+            if hasattr(self.task, "policy_metrics"):
+                step_metrics.update(self.task.policy_metrics(self.policy))
         self.step += 1
         values = M.to_host(step_metrics)  # the one host sync of the step
         self.history.append(values)

@@ -123,6 +123,20 @@ class BanditTask:
         correct = self.correct if prompt_ids is None else self.correct[prompt_ids]
         return (probs * correct).sum(-1)
 
+    def policy_metrics(self, policy) -> dict[str, torch.Tensor]:
+        """Exact facts about the policy over the whole bank (logged every step).
+
+        ``modes/rare_share``: mean over prompts of pi(rare correct answer) / p, the share of
+        the correct mass on the rare mode (initially ``rare_mode_share``). F-GRPO's claim
+        is that group-relative updates shrink it while p grows.
+        """
+        if self.rare_answer is None:
+            return {}
+        probs = policy.probs()  # (N, K)
+        rare = probs.gather(1, self.rare_answer[:, None]).squeeze(1)
+        p = (probs * self.correct).sum(-1)
+        return {"modes/rare_share": (rare / p.clamp_min(1e-12)).mean()}
+
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state}
 

@@ -20,6 +20,14 @@ def test_initial_success_probabilities_match_the_drawn_ones():
     assert torch.allclose(rare / task.initial_p, torch.full((500,), 0.1), atol=1e-4)
 
 
+def test_rare_share_metric_starts_at_the_configured_share():
+    task = BanditTask(BanditParams(num_prompts=50, rare_mode_share=0.2), seed=0)
+    policy = TabularPolicy(TabularParams(50, 16), task.initial_logits)
+    assert task.policy_metrics(policy)["modes/rare_share"].item() == pytest.approx(0.2, abs=1e-4)
+    single = BanditTask(BanditParams(num_prompts=5, correct_answers=1), seed=0)
+    assert single.policy_metrics(TabularPolicy(TabularParams(5, 16), single.initial_logits)) == {}
+
+
 def test_beta_difficulty_and_buckets():
     task = BanditTask(BanditParams(num_prompts=4000, difficulty="beta", beta=(0.5, 2.0)), seed=1)
     assert task.initial_p.mean().item() == pytest.approx(0.5 / 2.5, abs=0.02)

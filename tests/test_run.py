@@ -94,3 +94,5 @@ def test_grpo_bias_has_theorem_1_signs_in_training(make_cfg, tmp_path):
     assert mean("bias/hard") < -0.005
     assert mean("bias/easy") > 0.02
     assert history[-1]["accuracy/all"] > history[0]["accuracy/all"] + 0.1  # it learns
+    # F-GRPO's observation: the rare correct mode loses share of the correct mass as p grows
+    assert history[-1]["modes/rare_share"] < 0.9 * history[0]["modes/rare_share"]

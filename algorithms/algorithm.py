@@ -57,6 +57,12 @@ class Algorithm:
     """Weight of the k3 KL penalty to the reference policy."""
 
 
+def algorithm_label(algo_cfg: Mapping[str, Any], reweight_cfg: Mapping[str, Any] | None) -> str:
+    """The preset's base name, plus ``_<reweighter>`` when one is on (e.g. ``cispo_focal``)."""
+    reweight = (reweight_cfg or {}).get("name", "none")
+    return algo_cfg["name"] if reweight == "none" else f"{algo_cfg['name']}_{reweight}"
+
+
 def build_algorithm(algo_cfg: Mapping[str, Any], reweight_cfg: Mapping[str, Any] | None = None) -> Algorithm:
     """Build an ``Algorithm`` from plain mappings (e.g. Hydra's ``cfg.algo`` and ``cfg.reweight``).
 
@@ -75,9 +81,8 @@ def build_algorithm(algo_cfg: Mapping[str, Any], reweight_cfg: Mapping[str, Any]
     stages = {**OPTIONAL_STAGES, **{k: v for k, v in algo_cfg.items() if k in OPTIONAL_STAGES and v is not None}}
     reweight_cfg = dict(reweight_cfg or {"name": "none"})
     check_compatible(algo_cfg)
-    label = algo_cfg["name"] if reweight_cfg.get("name") == "none" else f"{algo_cfg['name']}_{reweight_cfg.get('name')}"
     return Algorithm(
-        name=label,
+        name=algorithm_label(algo_cfg, reweight_cfg),
         advantage=ADVANTAGES.build(algo_cfg["advantage"], "algo.advantage"),
         reweighter=REWEIGHTERS.build(reweight_cfg, "reweight"),
         loss=LOSSES.build(algo_cfg["loss"], "algo.loss"),

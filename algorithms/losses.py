@@ -24,6 +24,13 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def nan_masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` where ``mask``; NaN (not 0) when the mask is empty. No host sync."""
+    count = mask.to(x.dtype).sum()
+    mean = (x * mask.to(x.dtype)).sum() / count.clamp_min(1.0)
+    return torch.where(count > 0, mean, torch.full_like(mean, float("nan")))
+
+
 def clipped_surrogate(ratio, advantages, eps_low: float, eps_high: float):
     """max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high)) and the clipped-token indicator."""
     pg_loss1 = -advantages * ratio

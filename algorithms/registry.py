@@ -67,9 +67,6 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._entries
-
     def entry(self, name: str, where: str | None = None) -> Entry:
         if name not in self._entries:
             where = where or self.kind

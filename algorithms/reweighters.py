@@ -15,6 +15,7 @@ from __future__ import annotations
 import attrs
 import torch
 
+from algorithms.losses import nan_masked_mean
 from algorithms.registry import NoParams, Registry, between, ge, gt, integer
 
 REWEIGHTERS = Registry("reweighter", "advantages [P, G], rewards [P, G] -> (advantages [P, G], stats)")
@@ -22,13 +23,8 @@ REWEIGHTERS = Registry("reweighter", "advantages [P, G], rewards [P, G] -> (adva
 
 def weight_stats(weights: torch.Tensor, advantages: torch.Tensor) -> dict[str, torch.Tensor]:
     """Mean weight over responses with A > 0 and with A < 0; NaN where there are none (no host sync)."""
-
-    def masked_mean(mask: torch.Tensor) -> torch.Tensor:
-        count = mask.sum()
-        mean = (weights * mask).sum() / count.clamp_min(1)
-        return torch.where(count > 0, mean, torch.full_like(mean, float("nan")))
-
-    return {"phi/correct": masked_mean(advantages > 0), "phi/incorrect": masked_mean(advantages < 0)}
+    return {"phi/correct": nan_masked_mean(weights, advantages > 0),
+            "phi/incorrect": nan_masked_mean(weights, advantages < 0)}
 
 
 def hadw_phi(advantages: torch.Tensor, rewards: torch.Tensor, anchor: torch.Tensor, lambda_scale: float) -> torch.Tensor:
@@ -40,6 +36,13 @@ def hadw_phi(advantages: torch.Tensor, rewards: torch.Tensor, anchor: torch.Tens
     diff = p_hat - anchor.to(rewards.dtype)
     direction = -torch.sign(advantages) * torch.sign(diff)  # D, (P, G)
     return lambda_scale * torch.exp(direction * diff.abs())
+
+
+def hadw_output(phi: torch.Tensor, advantages: torch.Tensor, anchor: torch.Tensor, **extra: torch.Tensor):
+    """(Phi * A, stats) with the anchor used, the weight stats and any extra stats."""
+    stats = {"hadw/belief": anchor.float(), **{k: v.float() for k, v in extra.items()}}
+    stats.update(weight_stats(phi, advantages))
+    return phi * advantages, stats
 
 
 class Reweighter:
@@ -144,9 +147,7 @@ class HADW(Reweighter):
         self.prior = posterior.cpu()
         self.history[self.count % self.params.window] = self.prior
         self.count += 1
-        stats = {"hadw/belief": prior.float(), "hadw/eta": eta_t.float(), "hadw/batch_acc": y_t.float()}
-        stats.update(weight_stats(phi, advantages))
-        return phi * advantages, stats
+        return hadw_output(phi, advantages, prior, **{"hadw/eta": eta_t, "hadw/batch_acc": y_t})
 
     def state_dict(self) -> dict:
         return {"prior": self.prior.clone(), "history": self.history.clone(), "count": self.count}
@@ -188,9 +189,7 @@ class HADWWindow(Reweighter):
         self.count += 1
         anchor = self.accuracies[: min(self.count, self.params.window)].mean()
         phi = hadw_phi(advantages, rewards, anchor.to(rewards.device), self.params.lambda_scale)
-        stats = {"hadw/belief": anchor.float()}
-        stats.update(weight_stats(phi, advantages))
-        return phi * advantages, stats
+        return hadw_output(phi, advantages, anchor)
 
     def state_dict(self) -> dict:
         return {"accuracies": self.accuracies.clone(), "count": self.count}
@@ -216,10 +215,7 @@ class HADWFixed(Reweighter):
 
     def __call__(self, advantages, rewards):
         anchor = torch.tensor(self.params.anchor, dtype=rewards.dtype, device=rewards.device)
-        phi = hadw_phi(advantages, rewards, anchor, self.params.lambda_scale)
-        stats = {"hadw/belief": anchor.float()}
-        stats.update(weight_stats(phi, advantages))
-        return phi * advantages, stats
+        return hadw_output(hadw_phi(advantages, rewards, anchor, self.params.lambda_scale), advantages, anchor)
 
 
 @attrs.frozen

@@ -21,7 +21,8 @@ import math
 
 import torch
 
-from rlvr_env.bandit import BUCKETS
+from algorithms.losses import nan_masked_mean
+from rlvr_env.bank import BUCKETS
 
 NUM_BUCKETS = len(BUCKETS)
 
@@ -32,12 +33,6 @@ def bucket_mean(values: torch.Tensor, valid: torch.Tensor, buckets: torch.Tensor
     sums = torch.zeros(NUM_BUCKETS, dtype=values.dtype).index_add_(0, buckets, values * w)
     counts = torch.zeros(NUM_BUCKETS, dtype=values.dtype).index_add_(0, buckets, w)
     return torch.where(counts > 0, sums / counts.clamp_min(1.0), torch.full_like(sums, math.nan))
-
-
-def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    w = valid.to(values.dtype)
-    total = w.sum()
-    return torch.where(total > 0, (values * w).sum() / total.clamp_min(1.0), torch.tensor(math.nan, dtype=values.dtype))
 
 
 def group_metrics(
@@ -74,7 +69,7 @@ def group_metrics(
         # A_hat - A = (r - p_hat) - (r - p) = p - p_hat, the same for every response.
         gap = p_true.to(rewards.dtype) - p_hat
         mixed = ~degenerate
-        m["bias/all"] = masked_mean(gap, mixed)
+        m["bias/all"] = nan_masked_mean(gap, mixed)
         per_bucket = bucket_mean(gap, mixed, buckets)
         for i, name in enumerate(BUCKETS):
             m[f"bias/{name}"] = per_bucket[i]

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from algorithms import ConfigError, build_algorithm, registries
+from algorithms.algorithm import algorithm_label
 from algorithms.registry import build_params
 from experiments.checkpoint import list_checkpoints, load_latest
 from experiments.optim import OptimParams, build_optimizer
@@ -30,9 +31,19 @@ from experiments.trainer import Trainer, TrainParams
 from policies import POLICIES
 from rlvr_env import TASKS
 
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 CONFIG_FILE = "config.yaml"
 # What may change when a run is resumed (everything else is the run's own config).
 RESUMABLE_OVERRIDES = ("resume", "train.steps", "train.progress", "train.checkpoint_every", "train.keep_checkpoints")
+
+
+def compose_config(*overrides: str) -> dict[str, Any]:
+    """The run config Hydra composes for these command-line overrides, as a plain dict
+    (for scripts, notebooks and tests; inside a running Hydra app use ``hydra.compose``)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return OmegaConf.to_container(compose(config_name="config", overrides=list(overrides)), resolve=True)
 
 
 def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None) -> Trainer:
@@ -83,8 +94,7 @@ def new_run_dir(cfg: dict[str, Any]) -> Path:
         if list_checkpoints(run_dir):
             raise ConfigError(f"train.run_name: {run_dir} already holds a run; resume={run_dir} continues it")
         return run_dir
-    label = cfg["algo"]["name"] + ("" if cfg["reweight"]["name"] == "none" else f"_{cfg['reweight']['name']}")
-    base = f"{label}-{cfg['env']['name']}-s{cfg['seed']}-{datetime.now():%Y%m%d-%H%M%S}"
+    base = f"{algorithm_label(cfg['algo'], cfg.get('reweight'))}-{cfg['env']['name']}-s{cfg['seed']}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir, n = root / base, 1
     while run_dir.exists():
         run_dir, n = root / f"{base}-{n}", n + 1

@@ -19,13 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from experiments.run import build_trainer
+from experiments.run import build_trainer, compose_config
 
-CONF = Path(__file__).resolve().parent / "conf"
 # Two-sided 97.5% quantiles of Student's t for 1..30 degrees of freedom (then ~normal).
 T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
@@ -42,9 +39,7 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 
 
 def final_value(algo: str, seed: int, overrides: list[str], metric: str, last: int) -> float:
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(config_name="config", overrides=[f"algo={algo}", f"seed={seed}", "train.progress=false", *overrides])
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = compose_config(f"algo={algo}", f"seed={seed}", "train.progress=false", *overrides)
     plain["train"]["checkpoint_every"] = 0
     with tempfile.TemporaryDirectory() as tmp:
         history = build_trainer(plain, Path(tmp)).train()

@@ -46,10 +46,6 @@ class Rollout:
     texts: tuple[str, ...] = ()
     """[B] decoded completions (what a verifier reads); empty where not needed."""
 
-    @property
-    def num_prompts(self) -> int:
-        return self.tokens.shape[0] // self.group_size
-
     def select(self, index: torch.Tensor, group_size: int = 1) -> "Rollout":
         """Responses ``index`` [b] (a minibatch, or whole groups with ``group_size``)."""
         texts = tuple(self.texts[i] for i in index.tolist()) if self.texts else ()

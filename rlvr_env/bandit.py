@@ -15,15 +15,7 @@ import torch
 
 from algorithms.registry import FieldError, between, integer, one_of
 from policies.base import PromptBatch, Rollout
-
-# Difficulty buckets by initial success probability.
-BUCKETS = ("hard", "medium", "easy")
-HARD_BELOW, EASY_ABOVE = 1.0 / 3.0, 2.0 / 3.0
-
-
-def bucket_of(p: torch.Tensor) -> torch.Tensor:
-    """[P] bucket index: 0 hard (p < 1/3), 1 medium, 2 easy (p > 2/3)."""
-    return (p >= HARD_BELOW).long() + (p > EASY_ABOVE).long()
+from rlvr_env.bank import PromptBank
 
 
 def _p_range(inst, attribute, value):
@@ -61,13 +53,11 @@ class BanditParams:
             raise FieldError("correct_answers", f"must be < num_answers ({self.num_answers}), got {self.correct_answers}")
 
 
-class BanditTask:
+class BanditTask(PromptBank):
     """A bank of bandit prompts; samples P prompts per step and scores answers exactly.
 
-    Attributes:
-        correct: [N, K] bool, the correct answers of every prompt.
-        initial_logits: [N, K] logits whose softmax gives each prompt its initial p.
-        initial_p: [N] initial success probabilities; ``buckets`` [N] by initial p.
+    ``initial_logits`` [N, K] give each prompt its drawn initial p; ``rare_answer`` [N] is
+    the index of its rare correct mode (None with a single correct answer).
     """
 
     name = "bandit"
@@ -89,39 +79,15 @@ class BanditTask:
         order = np.argsort(bank_rng.random((n, k)), axis=1)
         mass = np.take_along_axis(mass, order, axis=1)
         correct = np.take_along_axis(np.arange(k)[None, :] < c, order, axis=1)
-        self.correct = torch.as_tensor(correct)
-        self.initial_logits = torch.as_tensor(np.log(np.maximum(mass, 1e-12)), dtype=torch.float32)
-        self.initial_p = torch.softmax(self.initial_logits, -1).mul(self.correct).sum(-1)
-        self.buckets = bucket_of(self.initial_p)
+        logits = torch.as_tensor(np.log(np.maximum(mass, 1e-12)), dtype=torch.float32)
+        super().__init__(tuple(f"bandit prompt {i}" for i in range(n)), torch.as_tensor(correct), logits, seed)
         self.rare_answer = torch.as_tensor(order.argsort(axis=1)[:, c - 1]) if c > 1 else None
-        self.texts = tuple(f"bandit prompt {i}" for i in range(n))
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return self.params.num_prompts
-
-    def sample_prompts(self, num: int) -> PromptBatch:
-        """``num`` distinct prompts (with replacement across steps)."""
-        if num > len(self):
-            raise ValueError(f"train.prompts_per_step ({num}) exceeds the bank size ({len(self)})")
-        ids = torch.as_tensor(self.rng.choice(len(self), size=num, replace=False), dtype=torch.long)
-        return PromptBatch(ids=ids, texts=tuple(self.texts[i] for i in ids.tolist()))
 
     def rewards(self, prompts: PromptBatch, rollout: Rollout) -> torch.Tensor:
         """[P, G] binary rewards: 1 where the sampled answer is correct."""
         answers = rollout.tokens[:, 0]  # (B,)
         r = self.correct[rollout.prompt_ids, answers].float()
         return r.view(len(prompts), rollout.group_size)
-
-    def bucket(self, prompts: PromptBatch) -> torch.Tensor:
-        """[P] difficulty bucket of each prompt (by initial p)."""
-        return self.buckets[prompts.ids]
-
-    def success_probability(self, policy, prompt_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """[P] exact p_i under ``policy`` (all prompts when ``prompt_ids`` is None)."""
-        probs = policy.probs(prompt_ids)  # (P, K)
-        correct = self.correct if prompt_ids is None else self.correct[prompt_ids]
-        return (probs * correct).sum(-1)
 
     def policy_metrics(self, policy) -> dict[str, torch.Tensor]:
         """Exact facts about the policy over the whole bank (logged every step).
@@ -136,9 +102,3 @@ class BanditTask:
         rare = probs.gather(1, self.rare_answer[:, None]).squeeze(1)
         p = (probs * self.correct).sum(-1)
         return {"modes/rare_share": (rare / p.clamp_min(1e-12)).mean()}
-
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]

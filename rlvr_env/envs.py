@@ -27,6 +27,13 @@ def charset_for(texts) -> str:
     return "".join(sorted(set(BASE_CHARSET).union(*map(set, texts))))
 
 
+def text_spaces(prompts: list[str], max_completion_chars: int) -> tuple[spaces.Text, spaces.Text]:
+    """(observation, completion) Text spaces over the prompts' characters."""
+    charset = charset_for(prompts)
+    return (spaces.Text(max_length=max(map(len, prompts)), min_length=0, charset=charset),
+            spaces.Text(max_length=max_completion_chars, min_length=0, charset=charset))
+
+
 class MathEnv(gym.Env):
     """Single-step math problems with a verifier reward.
 
@@ -66,9 +73,7 @@ class MathEnv(gym.Env):
         self.prompts = [format_prompt(p, template) for p in problems]
         self.group_size = group_size
         self.verify_config = verify_config
-        charset = charset_for(self.prompts)
-        self.observation_space = spaces.Text(max_length=max(map(len, self.prompts)), min_length=0, charset=charset)
-        completion = spaces.Text(max_length=max_completion_chars, min_length=0, charset=charset)
+        self.observation_space, completion = text_spaces(self.prompts, max_completion_chars)
         self.action_space = completion if group_size is None else spaces.Tuple([completion] * group_size)
         self.index = 0
 
@@ -161,9 +166,7 @@ class ArenaEnv(ParallelEnv):
         self.prompts = [format_prompt(p, template) for p in problems]
         self.num_steps = num_steps
         self.verify_config = verify_config
-        charset = charset_for(self.prompts)
-        self._obs_space = spaces.Text(max_length=max(map(len, self.prompts)), min_length=0, charset=charset)
-        self._act_space = spaces.Text(max_length=max_completion_chars, min_length=0, charset=charset)
+        self._obs_space, self._act_space = text_spaces(self.prompts, max_completion_chars)
         self._rng = np.random.default_rng()
         self.index = 0
         self.t = 0

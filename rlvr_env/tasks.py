@@ -14,7 +14,7 @@ import torch
 
 from algorithms.registry import FieldError, integer, one_of
 from policies.base import PromptBatch, Rollout
-from rlvr_env.bandit import bucket_of
+from rlvr_env.bank import PromptBank
 from rlvr_env.problems import ARITHMETIC_LEVELS, TEMPLATES, Problem, arithmetic_problems, format_prompt
 from rlvr_env.verifier import VerifyConfig, verify, verify_batch
 
@@ -59,7 +59,7 @@ def distractors(answer: int, k: int, rng: np.random.Generator) -> list[str]:
     raise RuntimeError("could not build distractors")  # unreachable for k <= 100
 
 
-class CandidateTask:
+class CandidateTask(PromptBank):
     """Math problems with K candidate answers each; rewards from the verifier."""
 
     name = "arithmetic"
@@ -74,29 +74,18 @@ class CandidateTask:
             cands = [p.answer] + distractors(int(p.answer), num_answers - 1, rng)
             self.candidates.append([cands[i] for i in rng.permutation(num_answers)])
         self._cache: dict[tuple[int, str], float] = {}
-        self.correct = torch.tensor([[self.score(i, c) > 0.5 for c in cands] for i, cands in enumerate(self.candidates)])
+        correct = torch.tensor([[self.score(i, c) > 0.5 for c in cands] for i, cands in enumerate(self.candidates)])
         success = torch.tensor([LEVEL_SUCCESS.get(p.difficulty or 3, 0.45) for p in problems])  # (N,)
-        n_correct = self.correct.sum(1).clamp_min(1)
-        mass = torch.where(self.correct, success[:, None] / n_correct[:, None],
+        n_correct = correct.sum(1).clamp_min(1)
+        mass = torch.where(correct, success[:, None] / n_correct[:, None],
                            (1 - success[:, None]) / (num_answers - n_correct[:, None]))
-        self.initial_logits = mass.log().float()
-        self.initial_p = (mass * self.correct).sum(1)
-        self.buckets = bucket_of(self.initial_p)
-        self.texts = tuple(format_prompt(p, template) for p in problems)
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.problems)
+        super().__init__(tuple(format_prompt(p, template) for p in problems), correct, mass.log().float(), seed)
 
     def score(self, index: int, text: str) -> float:
         key = (index, text)
         if key not in self._cache:
             self._cache[key] = verify(text, self.problems[index].answer, self.verify_config).reward
         return self._cache[key]
-
-    def sample_prompts(self, num: int) -> PromptBatch:
-        ids = torch.as_tensor(self.rng.choice(len(self), size=num, replace=False), dtype=torch.long)
-        return PromptBatch(ids=ids, texts=tuple(self.texts[i] for i in ids.tolist()))
 
     def completions(self, rollout: Rollout) -> list[str]:
         """The text of each response: generated text, or the chosen candidate's string."""
@@ -113,22 +102,6 @@ class CandidateTask:
             self._cache.update({k: v.reward for k, v in zip(unseen, verdicts)})
         r = [self.score(i, t) for i, t in keys]
         return torch.tensor(r).view(len(prompts), rollout.group_size)
-
-    def bucket(self, prompts: PromptBatch) -> torch.Tensor:
-        return self.buckets[prompts.ids]
-
-    def success_probability(self, policy, prompt_ids: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Exact p under a policy that exposes its answer distribution (tabular); else None."""
-        if not hasattr(policy, "probs"):
-            return None
-        correct = self.correct if prompt_ids is None else self.correct[prompt_ids]
-        return (policy.probs(prompt_ids) * correct).sum(-1)
-
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
 
 
 class ArithmeticTask(CandidateTask):

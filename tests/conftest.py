@@ -11,13 +11,9 @@ sys.path.insert(0, str(ROOT))
 
 def compose(*overrides: str) -> dict:
     """The run config Hydra composes for these command-line overrides, as a plain dict."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+    from experiments.run import compose_config
 
-    with initialize_config_dir(config_dir=str(ROOT / "experiments" / "conf"), version_base=None):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose_config(*overrides)
 
 
 def run_cli(*args: str, module: str = "experiments.run", timeout: float = 300) -> subprocess.CompletedProcess:

@@ -1,0 +1,68 @@
+"""What every training task shares: a bank of prompts with known correct answers.
+
+A task fills ``texts`` [N], ``correct`` [N, K] (which of the K candidate answers are
+right) and ``initial_logits`` [N, K] (the tabular policy's start), and gets seeded prompt
+sampling, difficulty buckets by initial success probability and exact success
+probabilities under policies that expose their answer distribution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from policies.base import PromptBatch
+
+# Difficulty buckets by initial success probability.
+BUCKETS = ("hard", "medium", "easy")
+HARD_BELOW, EASY_ABOVE = 1.0 / 3.0, 2.0 / 3.0
+
+
+def bucket_of(p: torch.Tensor) -> torch.Tensor:
+    """[P] bucket index: 0 hard (p < 1/3), 1 medium, 2 easy (p > 2/3)."""
+    return (p >= HARD_BELOW).long() + (p > EASY_ABOVE).long()
+
+
+class PromptBank:
+    """Seeded prompt sampling, buckets and exact success probabilities over a prompt bank.
+
+    Attributes:
+        texts: [N] prompt strings; correct: [N, K] bool; initial_logits: [N, K];
+        initial_p: [N] initial success probabilities; buckets: [N] by initial p.
+    """
+
+    def __init__(self, texts: tuple[str, ...], correct: torch.Tensor, initial_logits: torch.Tensor, seed: int):
+        self.texts = texts
+        self.correct = correct
+        self.initial_logits = initial_logits
+        self.initial_p = torch.softmax(initial_logits, -1).mul(correct).sum(-1)
+        self.buckets = bucket_of(self.initial_p)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def sample_prompts(self, num: int) -> PromptBatch:
+        """``num`` distinct prompts (with replacement across steps)."""
+        if num > len(self):
+            raise ValueError(f"train.prompts_per_step ({num}) exceeds the bank size ({len(self)})")
+        ids = torch.as_tensor(self.rng.choice(len(self), size=num, replace=False), dtype=torch.long)
+        return PromptBatch(ids=ids, texts=tuple(self.texts[i] for i in ids.tolist()))
+
+    def bucket(self, prompts: PromptBatch) -> torch.Tensor:
+        """[P] difficulty bucket of each prompt (by initial p)."""
+        return self.buckets[prompts.ids]
+
+    def success_probability(self, policy, prompt_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """[P] exact p_i under a policy that exposes its answer distribution (tabular), all
+        prompts when ``prompt_ids`` is None; None for other policies."""
+        if not hasattr(policy, "probs"):
+            return None
+        correct = self.correct if prompt_ids is None else self.correct[prompt_ids]
+        return (policy.probs(prompt_ids) * correct).sum(-1)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]

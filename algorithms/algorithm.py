@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+import torch
 
 from algorithms.advantages import ADVANTAGES
-from algorithms.aggregation import AGGREGATIONS
+from algorithms.aggregation import AGGREGATIONS, Totals
 from algorithms.filters import FILTERS
-from algorithms.losses import LOSSES
+from algorithms.losses import LOSSES, k3_kl, masked_mean
 from algorithms.registry import ConfigError, build_params, ge
 from algorithms.reweighters import REWEIGHTERS, Reweighter
 from algorithms.shaping import SHAPERS
@@ -48,13 +49,34 @@ class Algorithm:
     loss: Callable
     """(logp, old_logp, advantages, mask) -> (per_token [B, T], stats)."""
     aggregate: Callable
-    """(per_token [B, T], mask [B, T]) -> scalar."""
+    """(per_token [b, T], mask [b, T], totals) -> scalar (see ``algorithms.aggregation``)."""
     filter: Any = attrs.field(factory=lambda: FILTERS.build({"name": "none"}))
     """``keep(rewards [P, G]) -> [P] bool`` and ``max_extra_rounds``."""
     shape: Callable = attrs.field(factory=lambda: SHAPERS.build({"name": "none"}))
     """(rewards [P, G], lengths [P, G]) -> rewards [P, G]."""
     kl_beta: float = 0.0
     """Weight of the k3 KL penalty to the reference policy."""
+
+    def objective(self, logp: torch.Tensor, mb, totals: Totals) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The scalar loss of one micro-batch ``mb`` (a ``Rollout`` with ``advantages``, and
+        ``ref_logp`` when the KL penalty is on) and its stats.
+
+        ``logp`` [b, T] are the current log-probs (with grad). Padded positions may hold
+        anything, -inf or NaN included: they are replaced by 0 before any arithmetic, so
+        neither the loss nor its gradient sees them. ``totals`` are the whole minibatch's
+        counts, so the scalars of a minibatch's micro-batches add up to its loss.
+        """
+        valid = mb.mask.bool()
+        zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+        logp = torch.where(valid, logp, zero)
+        old_logp = torch.where(valid, mb.old_logp, zero)
+        advantages = mb.advantages[:, None].to(logp.dtype)  # (b, 1): one value per response
+        per_token, stats = self.loss(logp, old_logp, advantages, mb.mask)  # (b, T)
+        if self.kl_beta > 0:
+            kl = k3_kl(logp, torch.where(valid, mb.ref_logp, zero))  # (b, T)
+            per_token = per_token + self.kl_beta * kl
+            stats = {**stats, "kl_ref": masked_mean(kl.detach(), mb.mask)}
+        return self.aggregate(per_token, mb.mask, totals), stats
 
 
 def algorithm_label(algo_cfg: Mapping[str, Any], reweight_cfg: Mapping[str, Any] | None) -> str:

@@ -20,14 +20,15 @@ MAX_LOG_RATIO = 20.0
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+    """Mean of ``x`` where ``mask`` (values elsewhere, even NaN, are ignored); 0 when empty."""
+    keep = mask.bool()
+    return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / keep.to(x.dtype).sum().clamp_min(1.0)
 
 
 def nan_masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` where ``mask``; NaN (not 0) when the mask is empty. No host sync."""
     count = mask.to(x.dtype).sum()
-    mean = (x * mask.to(x.dtype)).sum() / count.clamp_min(1.0)
+    mean = masked_mean(x, mask)
     return torch.where(count > 0, mean, torch.full_like(mean, float("nan")))
 
 

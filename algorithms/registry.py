@@ -110,6 +110,9 @@ def build_params(cls: type, cfg: Mapping[str, Any], where: str):
         raise ConfigError(
             f"{where}.{unknown[0]}: unknown field; valid fields: {', '.join(sorted(known)) or 'none'}"
         )
+    missing = [f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING and f.name not in cfg]
+    if missing:
+        raise ConfigError(f"{where}.{missing[0]}: missing (required, no default)")
     try:
         return cls(**cfg)
     except ConfigError:

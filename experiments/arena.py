@@ -9,7 +9,6 @@ a paired comparison against the first learner.
 from __future__ import annotations
 
 import math
-import statistics
 import sys
 import time
 from datetime import datetime
@@ -19,8 +18,8 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from algorithms import ConfigError
-from experiments.run import build_trainer
-from experiments.study import mean_ci
+from experiments.config import build_trainer, override_key
+from experiments.stats import mean_ci
 from experiments.tracking import TensorBoardLogger, summary_table
 
 PAIRED_METRICS = ("accuracy/all", "accuracy/hard", "accuracy/medium", "accuracy/easy", "accuracy/batch")
@@ -29,13 +28,13 @@ PAIRED_METRICS = ("accuracy/all", "accuracy/hard", "accuracy/medium", "accuracy/
 def compose_learners(names: list[str], overrides: list[str]) -> list[dict]:
     from hydra import compose
 
-    base = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~") in ("arena", "algo")]
+    base = [o for o in overrides if override_key(o) not in ("arena", "algo")]
     return [OmegaConf.to_container(compose(config_name="config", overrides=[*base, f"algo={n}"]), resolve=True)
             for n in names]
 
 
 def run_arena(names: list[str], overrides: list[str]) -> dict:
-    if any(o.split("=", 1)[0] == "resume" and not o.endswith("=null") for o in overrides):
+    if any(override_key(o) == "resume" and not o.endswith("=null") for o in overrides):
         raise ConfigError("arena: resume is not supported for arena runs; resume each learner's run directory alone")
     if len(names) < 2 or len(set(names)) != len(names):
         raise ConfigError(f"arena: needs two or more distinct algorithm presets, got {names}")

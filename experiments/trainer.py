@@ -1,26 +1,29 @@
 """The training loop. It reads top to bottom like the pipeline of DESIGN.md:
 
     prompts -> policy.sample -> task.rewards -> advantage -> reweighter
-            -> for each epoch / minibatch: logprobs -> loss -> aggregate -> step
+            -> for each epoch / minibatch / micro-batch: logprobs -> loss -> aggregate -> backward
+               engine.step per minibatch; policy.sync_sampler after the update
             -> metrics (one host sync per step)
 
-It does not know which policy backend, task or algorithm it drives.
+It does not know which policy backend, task or algorithm it drives: it sees the typed
+``Task`` (plus ``ExactTask`` where exact success probabilities exist, decided once at build
+time), the ``Policy`` protocol and an ``Engine`` (which owns the optimizer).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import attrs
 import torch
 
 from algorithms import Algorithm
-from algorithms.losses import k3_kl, masked_mean
 from algorithms.registry import integer
 from experiments import metrics as M
 from experiments.checkpoint import save_checkpoint
-from policies.base import PromptBatch, Rollout
+from experiments.engine import Engine
+from policies.base import Policy, PromptBatch, Rollout
+from rlvr_env.protocol import ExactTask, Task
 
 
 class NonFiniteRewardError(ValueError):
@@ -39,6 +42,9 @@ class TrainParams:
     """Passes over each rollout batch."""
     minibatches: int = attrs.field(default=1, validator=integer(1))
     """Optimizer steps per epoch (the batch of P * G responses is split evenly; at most one per response)."""
+    micro_batch_size: int | None = attrs.field(default=None, validator=attrs.validators.optional(integer(1)))
+    """Responses per forward/backward pass (gradient accumulation); None: the whole minibatch.
+    The gradient is the same either way: aggregation divides by the minibatch's totals."""
     checkpoint_every: int = attrs.field(default=50, validator=integer(0))
     """Save a checkpoint every N steps and at the end (0: only at the end)."""
     keep_checkpoints: int = attrs.field(default=2, validator=integer(1))
@@ -69,14 +75,19 @@ class StepBatch:
 
 
 class Trainer:
-    """Owns the stateful parts of a run: policy, optimizer, reweighter, RNGs, step."""
+    """Owns the stateful parts of a run: policy, engine (optimizer), reweighter, RNGs, step.
 
-    def __init__(self, params: TrainParams, task, policy, optimizer, algorithm: Algorithm,
-                 max_grad_norm: float | None, seed: int, run_dir: Path, logger=None):
+    ``exact`` is the task as an ``ExactTask`` when exact success probabilities exist for this
+    policy (``rlvr_env.protocol.exact_view``), else None.
+    """
+
+    def __init__(self, params: TrainParams, task: Task, policy: Policy, engine: Engine, algorithm: Algorithm,
+                 max_grad_norm: float | None, seed: int, run_dir: Path, logger=None, exact: ExactTask | None = None):
         self.params = params
         self.task = task
+        self.exact = exact
         self.policy = policy
-        self.optimizer = optimizer
+        self.engine = engine
         self.algo = algorithm
         self.max_grad_norm = max_grad_norm
         self.run_dir = Path(run_dir)
@@ -93,16 +104,17 @@ class Trainer:
         advantages = self.algo.advantage(rewards)  # (N, G)
         weighted, reweight_stats = self.algo.reweighter(advantages, rewards)  # (N, G)
         train = batch.train_groups  # (n,) groups that enter the update (first P kept)
-        loss_stats = self.update(batch.rollout.select_groups(train), weighted[train].reshape(-1, 1))
+        rollout = batch.rollout.select_groups(train).with_(advantages=weighted[train].reshape(-1))  # (n * G,)
+        loss_stats = self.update(rollout)
+        self.policy.sync_sampler()  # new weights into a separate generation engine, if any
 
         step_metrics = M.group_metrics(batch.raw_rewards, advantages, weighted, self.task.bucket(batch.prompts), batch.p_true)
         step_metrics.update(batch.stats)
         step_metrics.update(reweight_stats)
         step_metrics.update(loss_stats)
-        if batch.p_true is not None:
-            step_metrics.update(M.exact_accuracy(self.task.success_probability(self.policy), self.task.buckets))
-            if hasattr(self.task, "policy_metrics"):
-                step_metrics.update(self.task.policy_metrics(self.policy))
+        if self.exact is not None:
+            step_metrics.update(M.exact_accuracy(self.exact.success_probability(self.policy), self.exact.buckets))
+            step_metrics.update(self.exact.policy_metrics(self.policy))
         self.step += 1
         values = M.to_host(step_metrics)  # the one host sync of the step
         self.history.append(values)
@@ -113,15 +125,15 @@ class Trainer:
     def collect(self) -> "StepBatch":
         """Sample P prompts x G responses and score them; with a filter, sample more rounds
         (up to ``filter.max_extra_rounds``) until P groups pass, then keep the first P."""
-        t, exact = self.params, getattr(self.task, "success_probability", None)
+        t, exact = self.params, self.exact
         rounds: list[tuple] = []
         passed = 0
         for round_ in range(1 + self.algo.filter.max_extra_rounds):
             shared = self.prompt_source is not None and round_ == 0  # extra filter rounds draw privately
             prompts = self.prompt_source(t.prompts_per_step) if shared else self.task.sample_prompts(t.prompts_per_step)
-            p_true = exact(self.policy, prompts.ids) if exact else None  # exact p before sampling, where known
+            p_true = exact.success_probability(self.policy, prompts.index) if exact else None  # exact p before sampling
             rollout = self.policy.sample(prompts, t.group_size, self.generator)  # B = P * G responses
-            raw = self.task.rewards(prompts, rollout)  # (P, G)
+            raw = self.engine.gather(self.task.rewards(prompts, rollout))  # (P, G), every process's groups
             check_rewards(raw, self.step + 1)
             keep = self.algo.filter.keep(raw)  # (P,)
             rounds.append((prompts, rollout, raw, p_true, keep))
@@ -145,37 +157,39 @@ class Trainer:
             rollout=rollout,
             raw_rewards=raw,
             lengths=rollout.mask.sum(dim=1).view(raw.shape),
-            p_true=None if any(p is None for p in p_true) else torch.cat(p_true),
+            p_true=torch.cat(p_true) if exact else None,
             train_groups=train,
             stats=stats,
         )
 
-    def update(self, rollout, advantages: torch.Tensor) -> dict[str, torch.Tensor]:
-        """PPO-style epochs over minibatches of the rollout; returns mean loss stats."""
-        batch = rollout.tokens.shape[0]
+    def update(self, rollout: Rollout) -> dict[str, torch.Tensor]:
+        """PPO-style epochs over minibatches of ``rollout`` (advantages set); one engine step
+        per minibatch, gradients accumulated over its micro-batches. Returns mean loss stats."""
+        batch = len(rollout)
         if batch == 0:  # every group was filtered out: nothing to learn from this step
             return {}
-        params = [p for p in self.policy.parameters() if p.requires_grad]
+        if self.algo.kl_beta > 0:  # once per step, not per minibatch and epoch
+            with torch.no_grad():
+                rollout = rollout.with_(ref_logp=self.policy.ref_logprobs(rollout))
         num_minibatches = min(self.params.minibatches, batch)
         collected: dict[str, list[torch.Tensor]] = {}
         for _ in range(self.params.ppo_epochs):
             order = torch.randperm(batch, generator=self.generator)
             for index in order.chunk(num_minibatches):
                 mb = rollout.select(index)
-                logp = self.policy.logprobs(mb)  # (b, T)
-                per_token, stats = self.algo.loss(logp, mb.logp, advantages[index], mb.mask)
-                if self.algo.kl_beta > 0:
-                    kl = k3_kl(logp, self.policy.ref_logprobs(mb))  # (b, T)
-                    per_token = per_token + self.algo.kl_beta * kl
-                    stats = {**stats, "kl_ref": masked_mean(kl.detach(), mb.mask)}
-                loss = self.algo.aggregate(per_token, mb.mask)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                max_norm = self.max_grad_norm if self.max_grad_norm is not None else math.inf
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-                self.optimizer.step()
-                for k, v in {**stats, "value": loss.detach(), "grad_norm": grad_norm}.items():
-                    collected.setdefault(f"loss/{k}", []).append(v.detach())
+                totals = self.engine.totals(mb.mask)  # counts of the whole minibatch, all processes
+                micro = mb.split(self.params.micro_batch_size or len(mb))
+                loss = torch.zeros(())
+                for k, part in enumerate(micro):
+                    logp = self.policy.logprobs(part)  # (b, T)
+                    part_loss, stats = self.algo.objective(logp, part, totals)
+                    self.engine.backward(part_loss, sync=k == len(micro) - 1)
+                    loss = loss + part_loss.detach()
+                    for key, v in stats.items():
+                        collected.setdefault(f"loss/{key}", []).append(v.detach())
+                grad_norm = self.engine.step(self.max_grad_norm)
+                collected.setdefault("loss/value", []).append(loss)
+                collected.setdefault("loss/grad_norm", []).append(grad_norm)
         return {k: torch.stack(v).mean() for k, v in collected.items()}
 
     # ------------------------------------------------------------ loop
@@ -205,7 +219,7 @@ class Trainer:
         return {
             "step": self.step,
             "policy": self.policy.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "engine": self.engine.state_dict(),
             "reweighter": self.algo.reweighter.state_dict(),
             "task": self.task.state_dict(),
             "generator": self.generator.get_state(),
@@ -215,7 +229,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.engine.load_state_dict(state["engine"] if "engine" in state else {"optimizer": state["optimizer"]})
         self.algo.reweighter.load_state_dict(state["reweighter"])
         self.task.load_state_dict(state["task"])
         self.generator.set_state(state["generator"])

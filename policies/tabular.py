@@ -1,7 +1,8 @@
 """Tabular softmax policy: one row of logits [K] per prompt, exact and vectorised.
 
 A response is a single token (the index of one of K candidate answers), so it runs
-through exactly the same loss and aggregation code as a language model with T = 1.
+through exactly the same loss and aggregation code as a language model with T = 1. Its
+text is the chosen candidate's string, which is what tasks read.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import attrs
 import torch
 from torch import nn
 
-from algorithms.registry import Registry, integer, one_of
+from algorithms.registry import ConfigError, Registry, integer, one_of
 from policies.base import PromptBatch, Rollout
 
 
@@ -25,9 +26,18 @@ class TabularParams:
 class TabularPolicy(nn.Module):
     """pi(a | prompt i) = softmax(logits[i])[a]; logits [P_total, K] are the parameters."""
 
-    def __init__(self, params: TabularParams, init_logits: torch.Tensor | None = None):
+    max_new_tokens = 1
+    """A response is one token: the generation budget is 1 (Dr.GRPO's L_max, DAPO's limits)."""
+
+    def __init__(self, params: TabularParams, init_logits: torch.Tensor | None = None,
+                 candidates: tuple[tuple[str, ...], ...] | None = None):
         super().__init__()
         shape = (params.num_prompts, params.num_answers)
+        if candidates is None:
+            candidates = (tuple(str(a) for a in range(params.num_answers)),) * params.num_prompts
+        if len(candidates) != shape[0] or any(len(c) != shape[1] for c in candidates):
+            raise ValueError(f"candidates must be {shape[0]} rows of {shape[1]} answer texts")
+        self.candidates = candidates
         if init_logits is None:
             init_logits = torch.zeros(shape)
         if tuple(init_logits.shape) != shape:
@@ -38,35 +48,43 @@ class TabularPolicy(nn.Module):
         # The reference policy of the KL penalty: the initial logits, frozen.
         self.register_buffer("ref_logits", init_logits.clone().float())
 
-    def probs(self, prompt_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """[P, K] answer distribution (all prompts when ``prompt_ids`` is None), no grad."""
+    def probs(self, prompt_index: torch.Tensor | None = None) -> torch.Tensor:
+        """[P, K] answer distribution (all prompts when ``prompt_index`` is None), no grad."""
         with torch.no_grad():
-            logits = self.logits if prompt_ids is None else self.logits[prompt_ids]
+            logits = self.logits if prompt_index is None else self.logits[prompt_index]
             return torch.softmax(logits, dim=-1)
 
     @torch.no_grad()
     def sample(self, prompts: PromptBatch, group_size: int, generator: torch.Generator) -> Rollout:
-        logp_all = torch.log_softmax(self.logits[prompts.ids], dim=-1)  # (P, K)
+        logp_all = torch.log_softmax(self.logits[prompts.index], dim=-1)  # (P, K)
         answers = torch.multinomial(logp_all.exp(), group_size, replacement=True, generator=generator)  # (P, G)
         logp = logp_all.gather(1, answers)  # (P, G)
+        prompt_index = prompts.index.repeat_interleave(group_size)  # (B,)
+        b = answers.numel()
         return Rollout(
+            prompt_index=prompt_index,
+            prompt_tokens=torch.zeros(b, 0, dtype=torch.long),  # the prompt is the table row
+            prompt_mask=torch.zeros(b, 0),
             tokens=answers.reshape(-1, 1),  # (B, 1)
-            mask=torch.ones(answers.numel(), 1),
-            logp=logp.reshape(-1, 1),
-            prompt_ids=prompts.ids.repeat_interleave(group_size),  # (B,)
+            mask=torch.ones(b, 1),
+            old_logp=logp.reshape(-1, 1),
+            texts=tuple(self.candidates[i][a] for i, a in zip(prompt_index.tolist(), answers.reshape(-1).tolist())),
             group_size=group_size,
         )
 
     def logprobs(self, rollout: Rollout) -> torch.Tensor:
-        logp_all = torch.log_softmax(self.logits[rollout.prompt_ids], dim=-1)  # (B, K)
+        logp_all = torch.log_softmax(self.logits[rollout.prompt_index], dim=-1)  # (B, K)
         return logp_all.gather(1, rollout.tokens)  # (B, 1)
 
     def ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
-        return torch.log_softmax(self.ref_logits[rollout.prompt_ids], dim=-1).gather(1, rollout.tokens)  # (B, 1)
+        return torch.log_softmax(self.ref_logits[rollout.prompt_index], dim=-1).gather(1, rollout.tokens)  # (B, 1)
 
-    def entropy(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+    def sync_sampler(self) -> None:
+        """The tabular policy samples from its own parameters: nothing to push."""
+
+    def entropy(self, prompt_index: torch.Tensor) -> torch.Tensor:
         """[P] entropy of the answer distribution of each prompt, no grad."""
-        p = self.probs(prompt_ids)
+        p = self.probs(prompt_index)
         return -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
 
 
@@ -78,11 +96,17 @@ POLICIES = Registry("policy", "(task) -> Policy")
 class TabularInit:
     init: str = attrs.field(default="task", validator=one_of("task", "uniform"))
     """Initial logits: "task" (the problem source's, giving each prompt its initial p) or "uniform"."""
+    max_new_tokens: int = attrs.field(default=1, validator=one_of(1))
+    """The generation budget: a tabular response is exactly one token."""
 
 
 @POLICIES.register("tabular", TabularInit)
-def tabular_policy(task, *, init: str) -> TabularPolicy:
+def tabular_policy(task, *, init: str, max_new_tokens: int) -> TabularPolicy:
     """Tabular softmax over the task's candidate answers (exact, vectorised)."""
+    candidates = getattr(task, "candidates", None)
+    if candidates is None:
+        raise ConfigError(f"policy=tabular needs a task with candidate answers (env=bandit or env=arithmetic); "
+                          f"env {task.name!r} has none: use a language-model policy")
     num_prompts, num_answers = task.initial_logits.shape
     logits = task.initial_logits if init == "task" else None
-    return TabularPolicy(TabularParams(num_prompts=num_prompts, num_answers=num_answers), logits)
+    return TabularPolicy(TabularParams(num_prompts=num_prompts, num_answers=num_answers), logits, candidates)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from algorithms.registry import FieldError, between, integer, one_of
-from policies.base import PromptBatch, Rollout
+from policies.base import AnswerDistribution, PromptBatch, Rollout
 from rlvr_env.bank import PromptBank
 
 
@@ -80,16 +80,19 @@ class BanditTask(PromptBank):
         mass = np.take_along_axis(mass, order, axis=1)
         correct = np.take_along_axis(np.arange(k)[None, :] < c, order, axis=1)
         logits = torch.as_tensor(np.log(np.maximum(mass, 1e-12)), dtype=torch.float32)
-        super().__init__(tuple(f"bandit prompt {i}" for i in range(n)), torch.as_tensor(correct), logits, seed)
+        answers = tuple(str(a) for a in range(k))  # a response is the chosen answer's index, as text
+        super().__init__(tuple(f"bandit prompt {i}" for i in range(n)), (answers,) * n, torch.as_tensor(correct), logits, seed)
+        self._answer_index = {text: a for a, text in enumerate(answers)}
         self.rare_answer = torch.as_tensor(order.argsort(axis=1)[:, c - 1]) if c > 1 else None
 
     def rewards(self, prompts: PromptBatch, rollout: Rollout) -> torch.Tensor:
-        """[P, G] binary rewards: 1 where the sampled answer is correct."""
-        answers = rollout.tokens[:, 0]  # (B,)
-        r = self.correct[rollout.prompt_ids, answers].float()
-        return r.view(len(prompts), rollout.group_size)
+        """[P, G] binary rewards: 1 where the answer (its index as text, "0".."K-1") is correct;
+        any other text scores 0."""
+        answers = torch.tensor([self._answer_index.get(t, -1) for t in rollout.texts])  # (B,)
+        r = self.correct[rollout.prompt_index, answers.clamp_min(0)] & (answers >= 0)
+        return r.float().view(len(prompts), rollout.group_size)
 
-    def policy_metrics(self, policy) -> dict[str, torch.Tensor]:
+    def policy_metrics(self, policy: AnswerDistribution) -> dict[str, torch.Tensor]:
         """Exact facts about the policy over the whole bank (logged every step).
 
         ``modes/rare_share``: mean over prompts of pi(rare correct answer) / p, the share of
@@ -97,7 +100,7 @@ class BanditTask(PromptBank):
         is that group-relative updates shrink it while p grows.
         """
         if self.rare_answer is None:
-            return {}
+            return super().policy_metrics(policy)
         probs = policy.probs()  # (N, K)
         rare = probs.gather(1, self.rare_answer[:, None]).squeeze(1)
         p = (probs * self.correct).sum(-1)

@@ -1,9 +1,10 @@
 """What every training task shares: a bank of prompts with known correct answers.
 
-A task fills ``texts`` [N], ``correct`` [N, K] (which of the K candidate answers are
-right) and ``initial_logits`` [N, K] (the tabular policy's start), and gets seeded prompt
-sampling, difficulty buckets by initial success probability and exact success
-probabilities under policies that expose their answer distribution.
+A task fills ``texts`` [N], ``candidates`` [N][K] (answer texts), ``correct`` [N, K] (which
+of the K candidate answers are right) and ``initial_logits`` [N, K] (the tabular policy's
+start), and gets seeded prompt sampling, difficulty buckets by initial success probability
+and exact success probabilities under policies that expose their answer distribution: it
+implements ``rlvr_env.protocol.ExactTask``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from policies.base import PromptBatch
+from policies.base import AnswerDistribution, PromptBatch
 
 # Difficulty buckets by initial success probability.
 BUCKETS = ("hard", "medium", "easy")
@@ -27,12 +28,15 @@ class PromptBank:
     """Seeded prompt sampling, buckets and exact success probabilities over a prompt bank.
 
     Attributes:
-        texts: [N] prompt strings; correct: [N, K] bool; initial_logits: [N, K];
-        initial_p: [N] initial success probabilities; buckets: [N] by initial p.
+        texts: [N] prompt strings; candidates: [N][K] answer texts; correct: [N, K] bool;
+        initial_logits: [N, K]; initial_p: [N] initial success probabilities; buckets: [N] by initial p.
     """
 
-    def __init__(self, texts: tuple[str, ...], correct: torch.Tensor, initial_logits: torch.Tensor, seed: int):
+    name = "bank"
+
+    def __init__(self, texts: tuple[str, ...], candidates, correct: torch.Tensor, initial_logits: torch.Tensor, seed: int):
         self.texts = texts
+        self.candidates = tuple(tuple(c) for c in candidates)
         self.correct = correct
         self.initial_logits = initial_logits
         self.initial_p = torch.softmax(initial_logits, -1).mul(correct).sum(-1)
@@ -46,20 +50,22 @@ class PromptBank:
         """``num`` distinct prompts (with replacement across steps)."""
         if num > len(self):
             raise ValueError(f"train.prompts_per_step ({num}) exceeds the bank size ({len(self)})")
-        ids = torch.as_tensor(self.rng.choice(len(self), size=num, replace=False), dtype=torch.long)
-        return PromptBatch(ids=ids, texts=tuple(self.texts[i] for i in ids.tolist()))
+        index = torch.as_tensor(self.rng.choice(len(self), size=num, replace=False), dtype=torch.long)
+        return PromptBatch(index=index, texts=tuple(self.texts[i] for i in index.tolist()))
 
     def bucket(self, prompts: PromptBatch) -> torch.Tensor:
         """[P] difficulty bucket of each prompt (by initial p)."""
-        return self.buckets[prompts.ids]
+        return self.buckets[prompts.index]
 
-    def success_probability(self, policy, prompt_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+    def success_probability(self, policy: AnswerDistribution, prompt_index: torch.Tensor | None = None) -> torch.Tensor:
         """[P] exact p_i under a policy that exposes its answer distribution (tabular), all
-        prompts when ``prompt_ids`` is None; None for other policies."""
-        if not hasattr(policy, "probs"):
-            return None
-        correct = self.correct if prompt_ids is None else self.correct[prompt_ids]
-        return (policy.probs(prompt_ids) * correct).sum(-1)
+        prompts when ``prompt_index`` is None."""
+        correct = self.correct if prompt_index is None else self.correct[prompt_index]
+        return (policy.probs(prompt_index) * correct).sum(-1)
+
+    def policy_metrics(self, policy: AnswerDistribution) -> dict[str, torch.Tensor]:
+        """Exact facts about the policy over the whole bank (none by default)."""
+        return {}
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state}

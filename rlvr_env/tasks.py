@@ -1,9 +1,10 @@
 """Math problems as a training task: prompts, verifier rewards, difficulty buckets.
 
 ``CandidateTask`` serves math problems to any policy. A language model answers in free
-text (``rollout.texts``); the tabular policy picks one of K candidate answer strings per
-problem (the reference and K-1 distractors), and the same verifier scores both: the
-candidate's text is what gets verified. Verdicts are cached per (problem, text).
+text; the tabular policy picks one of K candidate answer strings per problem (the
+reference and K-1 distractors) and reports the chosen string as its text. Either way the
+task reads ``rollout.texts`` and the same verifier scores them. Verdicts are cached per
+(problem, text).
 """
 
 from __future__ import annotations
@@ -69,17 +70,17 @@ class CandidateTask(PromptBank):
         self.problems = problems
         self.verify_config = verify_config
         rng = np.random.default_rng(seed)
-        self.candidates: list[list[str]] = []
+        candidates: list[list[str]] = []
         for p in problems:
             cands = [p.answer] + distractors(int(p.answer), num_answers - 1, rng)
-            self.candidates.append([cands[i] for i in rng.permutation(num_answers)])
+            candidates.append([cands[i] for i in rng.permutation(num_answers)])
         self._cache: dict[tuple[int, str], float] = {}
-        correct = torch.tensor([[self.score(i, c) > 0.5 for c in cands] for i, cands in enumerate(self.candidates)])
+        correct = torch.tensor([[self.score(i, c) > 0.5 for c in cands] for i, cands in enumerate(candidates)])
         success = torch.tensor([LEVEL_SUCCESS.get(p.difficulty or 3, 0.45) for p in problems])  # (N,)
         n_correct = correct.sum(1).clamp_min(1)
         mass = torch.where(correct, success[:, None] / n_correct[:, None],
                            (1 - success[:, None]) / (num_answers - n_correct[:, None]))
-        super().__init__(tuple(format_prompt(p, template) for p in problems), correct, mass.log().float(), seed)
+        super().__init__(tuple(format_prompt(p, template) for p in problems), candidates, correct, mass.log().float(), seed)
 
     def score(self, index: int, text: str) -> float:
         key = (index, text)
@@ -87,15 +88,9 @@ class CandidateTask(PromptBank):
             self._cache[key] = verify(text, self.problems[index].answer, self.verify_config).reward
         return self._cache[key]
 
-    def completions(self, rollout: Rollout) -> list[str]:
-        """The text of each response: generated text, or the chosen candidate's string."""
-        if rollout.texts:
-            return list(rollout.texts)
-        return [self.candidates[i][a] for i, a in zip(rollout.prompt_ids.tolist(), rollout.tokens[:, 0].tolist())]
-
     def rewards(self, prompts: PromptBatch, rollout: Rollout) -> torch.Tensor:
         """[P, G] verifier rewards of the completions (unseen texts in bulk go to worker processes)."""
-        keys = list(zip(rollout.prompt_ids.tolist(), self.completions(rollout)))
+        keys = list(zip(rollout.prompt_index.tolist(), rollout.texts))
         unseen = list(dict.fromkeys(k for k in keys if k not in self._cache))
         if len(unseen) >= BATCH_VERIFY_MIN:
             verdicts = verify_batch([t for _, t in unseen], [self.problems[i].answer for i, _ in unseen], self.verify_config)

@@ -42,15 +42,15 @@ def test_rewards_and_exact_success():
     roll = policy.sample(prompts, 7, torch.Generator().manual_seed(0))
     r = task.rewards(prompts, roll)
     assert r.shape == (5, 7)
-    expected = task.correct[roll.prompt_ids, roll.tokens[:, 0]].float().view(5, 7)
+    expected = task.correct[roll.prompt_index, roll.tokens[:, 0]].float().view(5, 7)
     assert torch.equal(r, expected)
-    assert torch.allclose(task.success_probability(policy, prompts.ids), task.initial_p[prompts.ids], atol=1e-6)
+    assert torch.allclose(task.success_probability(policy, prompts.index), task.initial_p[prompts.index], atol=1e-6)
 
 
 def test_sample_prompts_is_seeded_and_distinct():
     a = BanditTask(BanditParams(), seed=7)
     b = BanditTask(BanditParams(), seed=7)
-    ids_a, ids_b = a.sample_prompts(64).ids, b.sample_prompts(64).ids
+    ids_a, ids_b = a.sample_prompts(64).index, b.sample_prompts(64).index
     assert torch.equal(ids_a, ids_b) and len(set(ids_a.tolist())) == 64
 
 

@@ -132,18 +132,21 @@ def test_candidate_task_scores_free_text_like_a_language_model(make_cfg, tmp_pat
     """The arithmetic task scores generated text (rollout.texts) with the verifier, in bulk."""
     import torch
 
-    from experiments.run import build_trainer
+    from experiments.config import build_trainer
     from policies import Rollout
 
     trainer = build_trainer(make_cfg("env=arithmetic", "env.num_problems=40", "train.prompts_per_step=40", "train.progress=false"), tmp_path)
     task = trainer.task
     prompts = task.sample_prompts(40)
     texts = []
-    for i in prompts.ids.tolist():
+    for i in prompts.index.tolist():
         answer = task.problems[i].answer
         texts += [rf"so it is \boxed{{{answer}}}", f"#### {int(answer) + 1}"]  # one right, one wrong per group
-    rollout = Rollout(tokens=torch.zeros(80, 1, dtype=torch.long), mask=torch.ones(80, 1), logp=torch.zeros(80, 1),
-                      prompt_ids=prompts.ids.repeat_interleave(2), group_size=2, texts=tuple(texts))
+    rollout = Rollout(prompt_index=prompts.index.repeat_interleave(2), prompt_tokens=torch.zeros(80, 0, dtype=torch.long),
+                      prompt_mask=torch.zeros(80, 0), tokens=torch.zeros(80, 1, dtype=torch.long), mask=torch.ones(80, 1),
+                      old_logp=torch.zeros(80, 1), texts=tuple(texts), group_size=2)
     rewards = task.rewards(prompts, rollout)  # 80 unseen texts: verified in worker processes
     assert rewards.tolist() == [[1.0, 0.0]] * 40
-    assert task.success_probability(object(), prompts.ids) is None  # no exact p without the answer distribution
+    # No exact p for a policy without an answer distribution (a language model): decided at build time.
+    from rlvr_env.protocol import exact_view
+    assert exact_view(task, object()) is None and exact_view(task, trainer.policy) is task

@@ -102,8 +102,10 @@ def test_aggregation_modes_on_hand_masks():
     assert get("token_mean") == pytest.approx(40 / 6)
     assert get("seq_mean_token_mean") == pytest.approx((2.5 + 15) / 2)
     assert get("seq_mean_token_sum") == pytest.approx((10 + 30) / 2)
-    assert get("seq_mean_token_sum_norm") == pytest.approx((10 + 30) / 2 / 4)  # T = 4
     assert get("seq_mean_token_sum_norm", max_length=10) == pytest.approx((10 + 30) / 2 / 10)
+    # L_max is the generation budget, never the padded width of a minibatch: it is required.
+    with pytest.raises(ConfigError, match=r"aggregation\.max_length: missing"):
+        get("seq_mean_token_sum_norm")
 
 
 def test_k3_kl_by_hand():

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from algorithms import FILTERS, SHAPERS
-from experiments.run import build_trainer
+from experiments.config import build_trainer
 from tests.conftest import run_cli
 
 PRESETS = ["grpo", "dr_grpo", "gspo", "dapo", "cispo", "grpo_hadw", "dr_grpo_hadw", "gspo_hadw",
@@ -62,7 +62,7 @@ def test_dynamic_sampling_never_trains_on_a_zero_variance_group(make_cfg, tmp_pa
 
 
 def test_overlong_shaping_by_hand():
-    shape = SHAPERS.build({"name": "overlong", "max_length": 100, "buffer": 20, "penalty": 1.0})
+    shape = SHAPERS.build({"name": "overlong", "max_length": 100, "buffer_fraction": 0.2, "penalty": 1.0})
     r = torch.ones(1, 5)
     lengths = torch.tensor([[50, 80, 90, 100, 130]])
     assert shape(r, lengths)[0].tolist() == pytest.approx([1.0, 1.0, 0.5, 0.0, 0.0])

@@ -8,7 +8,7 @@ import torch
 
 from algorithms import ConfigError
 from experiments.checkpoint import list_checkpoints, load_latest
-from experiments.run import build_trainer
+from experiments.config import build_trainer
 from experiments.trainer import NonFiniteRewardError
 
 

@@ -1,0 +1,90 @@
+"""Engines: what runs backward, clipping and the optimizer step, and what spans processes.
+
+The trainer never touches the optimizer: it asks the engine for the minibatch ``totals``
+(the counts every aggregation divides by), calls ``backward`` once per micro-batch and
+``step`` once per minibatch, gathers per-process rewards with ``gather`` and writes only
+where ``is_main``. ``LocalEngine`` is one process; an accelerate engine (DDP / FSDP)
+implements the same protocol, summing the totals and gathering rewards over processes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from algorithms.aggregation import Totals
+
+
+@runtime_checkable
+class Engine(Protocol):
+    is_main: bool
+    """Only the main process writes events, checkpoints and the summary."""
+
+    def backward(self, loss: torch.Tensor, *, sync: bool) -> None:
+        """Accumulate gradients of ``loss``; ``sync`` on the last micro-batch of a minibatch
+        (several processes reduce gradients then, not before)."""
+        ...
+
+    def step(self, max_grad_norm: float | None) -> torch.Tensor:
+        """Clip the global gradient norm, step the optimizer (and schedule), zero the
+        gradients; returns the norm before clipping (0-dim, not synced to the host)."""
+        ...
+
+    def totals(self, mask: torch.Tensor) -> Totals:
+        """Token and response counts of the minibatch ``mask`` [B, T], over all processes."""
+        ...
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """[P_local, ...] -> [P, ...]: every process's rows, in process order."""
+        ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class LocalEngine:
+    """One process: plain backward, ``clip_grad_norm_``, ``optimizer.step()``.
+
+    Args:
+        optimizer: over the policy's trainable parameters.
+        scheduler: optional learning-rate schedule, stepped after every optimizer step.
+    """
+
+    is_main = True
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scheduler=None):
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def backward(self, loss: torch.Tensor, *, sync: bool = True) -> None:
+        loss.backward()
+
+    def step(self, max_grad_norm: float | None) -> torch.Tensor:
+        max_norm = math.inf if max_grad_norm is None else max_grad_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm.detach()
+
+    def totals(self, mask: torch.Tensor) -> Totals:
+        return Totals.of(mask)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def state_dict(self) -> dict:
+        state = {"optimizer": self.optimizer.state_dict()}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])

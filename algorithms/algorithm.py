@@ -10,6 +10,7 @@ that the stages fit together, and returns an ``Algorithm`` of plain callables.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -79,6 +80,30 @@ class Algorithm:
         return self.aggregate(per_token, mb.mask, totals), stats
 
 
+def as_group_rewards(rewards) -> torch.Tensor:
+    """Rewards as a float tensor [P, G] (one row per prompt's group; leading run dimensions
+    allowed). Lists and numpy arrays are converted; anything else is refused by name."""
+    if not isinstance(rewards, torch.Tensor):
+        try:
+            rewards = torch.as_tensor(rewards, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"rewards must be a torch tensor [P, G] (or a nested list / numpy array of numbers), "
+                            f"got {type(rewards).__name__}: {exc}") from None
+    if rewards.dim() < 2 or rewards.shape[-1] < 1:
+        raise ValueError(f"rewards must have shape [P, G] (one row of G rewards per prompt), got {tuple(rewards.shape)}")
+    return rewards if rewards.is_floating_point() else rewards.float()
+
+
+def _tensor_input(stage: Callable) -> Callable:
+    """The advantage stage, accepting lists / numpy arrays (see ``as_group_rewards``)."""
+
+    @functools.wraps(stage)
+    def advantage(rewards):
+        return stage(as_group_rewards(rewards))
+
+    return advantage
+
+
 def algorithm_label(algo_cfg: Mapping[str, Any], reweight_cfg: Mapping[str, Any] | None) -> str:
     """The preset's base name, plus ``_<reweighter>`` when one is on (e.g. ``cispo_focal``)."""
     reweight = (reweight_cfg or {}).get("name", "none")
@@ -105,7 +130,7 @@ def build_algorithm(algo_cfg: Mapping[str, Any], reweight_cfg: Mapping[str, Any]
     check_compatible(algo_cfg)
     return Algorithm(
         name=algorithm_label(algo_cfg, reweight_cfg),
-        advantage=ADVANTAGES.build(algo_cfg["advantage"], "algo.advantage"),
+        advantage=_tensor_input(ADVANTAGES.build(algo_cfg["advantage"], "algo.advantage")),
         reweighter=REWEIGHTERS.build(reweight_cfg, "reweight"),
         loss=LOSSES.build(algo_cfg["loss"], "algo.loss"),
         aggregate=AGGREGATIONS.build(algo_cfg["aggregation"], "algo.aggregation"),

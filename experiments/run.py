@@ -27,6 +27,11 @@ from experiments.trainer import Trainer
 from policies import POLICIES
 from rlvr_env import TASKS
 
+# (metric, label) shown on the progress bar when the run logs it.
+PROGRESS_METRICS = [("accuracy/all", "acc"), ("reward/mean", "reward"), ("hadw/belief", "belief"),
+                    ("speed/tokens_per_s", "tok/s")]
+
+
 def run(cfg: DictConfig, overrides: list[str] = ()) -> Trainer:
     plain, run_dir, resuming = resolve_config(cfg, list(overrides))
     trainer = build_trainer(plain, run_dir)  # validates everything before touching the disk
@@ -37,24 +42,33 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> Trainer:
         path, state = found
         trainer.load_state_dict(state)
         print(f"resumed {run_dir} from {path.name} (step {trainer.step})", file=sys.stderr)
+        if trainer.step >= trainer.params.steps:
+            print(f"nothing to train: the run is at step {trainer.step} and train.steps={trainer.params.steps}; "
+                  f"pass a larger train.steps to continue it. Its summary:", file=sys.stderr)
+            print(summary_table(trainer.history, f"{trainer.algo.name} on {plain['env']['name']}: {trainer.step} steps "
+                                f"(from {path.name})"))
+            return trainer
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
         OmegaConf.save(OmegaConf.create(plain), run_dir / CONFIG_FILE)
-    trainer.logger = TensorBoardLogger(run_dir, purge_step=trainer.step + 1 if resuming else None)
+    trainer.logger = TensorBoardLogger.resume(run_dir, trainer.history) if resuming else TensorBoardLogger(run_dir)
 
-    steps = trainer.params.steps
-    bar = tqdm(total=steps, initial=trainer.step, desc=trainer.algo.name, disable=not trainer.params.progress,
-               dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=trainer.params.steps, initial=trainer.step, desc=trainer.algo.name,
+               disable=not trainer.params.progress, dynamic_ncols=True, file=sys.stderr)
 
     def on_step(step: int, values: dict[str, float]) -> None:
         bar.update(1)
-        shown = {k.split("/")[-1] if k != "accuracy/all" else "acc": values[k]
-                 for k in ("accuracy/all", "reward/mean", "hadw/belief") if k in values}
-        bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
+        shown = {label: values[k] for k, label in PROGRESS_METRICS if k in values}
+        bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
 
     start = time.perf_counter()
     try:
         trainer.train(on_step)
+    except KeyboardInterrupt:
+        bar.close()
+        saved = f"checkpoint saved at step {trainer.step}" if trainer.step else "stopped before the first step"
+        print(f"\ninterrupted: {saved}; continue with: python -m experiments.run resume={run_dir}", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         bar.close()
         trainer.logger.close()
@@ -67,15 +81,17 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> Trainer:
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict[str, float] | None:
+    """Returns the final metrics (a sweep's summary table collects them)."""
     from hydra.core.hydra_config import HydraConfig
 
     overrides = HydraConfig.get().overrides.task
     try:
         if cfg.get("arena"):
             run_arena(list(cfg.arena), overrides)
-        else:
-            run(cfg, overrides)
+            return None
+        trainer = run(cfg, overrides)
+        return trainer.history[-1] if trainer.history else None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

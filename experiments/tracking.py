@@ -15,8 +15,23 @@ class TensorBoardLogger:
     than drawn as spikes. On resume, events after the checkpoint's step are purged.
     """
 
-    def __init__(self, run_dir: Path, purge_step: int | None = None):
-        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+    def __init__(self, run_dir: Path):
+        self.writer = SummaryWriter(log_dir=str(run_dir))
+
+    @classmethod
+    def resume(cls, run_dir: Path, history: list[dict[str, float]]) -> "TensorBoardLogger":
+        """A logger for a resumed run: one new event file holding the checkpoint's history
+        (steps 1..N), then the older event files are removed. TensorBoard then reads
+        strictly increasing steps from a single file (no "out of order" purges), and
+        events past the checkpoint, from the interrupted part of the run, are dropped."""
+        older = sorted(Path(run_dir).glob("events.out.tfevents.*"))
+        logger = cls(run_dir)
+        for step, values in enumerate(history, start=1):
+            logger.log(step, values)
+        logger.writer.flush()
+        for path in older:
+            path.unlink(missing_ok=True)
+        return logger
 
     def log(self, step: int, values: dict[str, float]) -> None:
         for key, value in values.items():

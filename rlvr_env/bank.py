@@ -24,23 +24,14 @@ def bucket_of(p: torch.Tensor) -> torch.Tensor:
     return (p >= HARD_BELOW).long() + (p > EASY_ABOVE).long()
 
 
-class PromptBank:
-    """Seeded prompt sampling, buckets and exact success probabilities over a prompt bank.
+class PromptSampler:
+    """Seeded prompt sampling over ``texts`` [N], difficulty ``buckets`` [N], resumable state."""
 
-    Attributes:
-        texts: [N] prompt strings; candidates: [N][K] answer texts; correct: [N, K] bool;
-        initial_logits: [N, K]; initial_p: [N] initial success probabilities; buckets: [N] by initial p.
-    """
+    name = "prompts"
 
-    name = "bank"
-
-    def __init__(self, texts: tuple[str, ...], candidates, correct: torch.Tensor, initial_logits: torch.Tensor, seed: int):
+    def __init__(self, texts: tuple[str, ...], buckets: torch.Tensor, seed: int):
         self.texts = texts
-        self.candidates = tuple(tuple(c) for c in candidates)
-        self.correct = correct
-        self.initial_logits = initial_logits
-        self.initial_p = torch.softmax(initial_logits, -1).mul(correct).sum(-1)
-        self.buckets = bucket_of(self.initial_p)
+        self.buckets = buckets
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -54,8 +45,33 @@ class PromptBank:
         return PromptBatch(index=index, texts=tuple(self.texts[i] for i in index.tolist()))
 
     def bucket(self, prompts: PromptBatch) -> torch.Tensor:
-        """[P] difficulty bucket of each prompt (by initial p)."""
+        """[P] difficulty bucket of each prompt."""
         return self.buckets[prompts.index]
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+class PromptBank(PromptSampler):
+    """Prompts with K candidate answers each, of known correctness: buckets by initial
+    success probability and exact success probabilities (an ``ExactTask``).
+
+    Attributes:
+        texts: [N] prompt strings; candidates: [N][K] answer texts; correct: [N, K] bool;
+        initial_logits: [N, K]; initial_p: [N] initial success probabilities; buckets: [N] by initial p.
+    """
+
+    name = "bank"
+
+    def __init__(self, texts: tuple[str, ...], candidates, correct: torch.Tensor, initial_logits: torch.Tensor, seed: int):
+        self.candidates = tuple(tuple(c) for c in candidates)
+        self.correct = correct
+        self.initial_logits = initial_logits
+        self.initial_p = torch.softmax(initial_logits, -1).mul(correct).sum(-1)
+        super().__init__(texts, bucket_of(self.initial_p), seed)
 
     def success_probability(self, policy: AnswerDistribution, prompt_index: torch.Tensor | None = None) -> torch.Tensor:
         """[P] exact p_i under a policy that exposes its answer distribution (tabular), all
@@ -66,9 +82,3 @@ class PromptBank:
     def policy_metrics(self, policy: AnswerDistribution) -> dict[str, torch.Tensor]:
         """Exact facts about the policy over the whole bank (none by default)."""
         return {}
-
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]

@@ -1,26 +1,33 @@
-"""Math problems as a training task: prompts, verifier rewards, difficulty buckets.
+"""Math problems as training tasks: prompts, verifier rewards, difficulty buckets, held-out splits.
 
-``CandidateTask`` serves math problems to any policy. A language model answers in free
-text; the tabular policy picks one of K candidate answer strings per problem (the
-reference and K-1 distractors) and reports the chosen string as its text. Either way the
-task reads ``rollout.texts`` and the same verifier scores them. Verdicts are cached per
-(problem, text).
+``MathTask`` serves any problem list (a JSONL benchmark) to a language model: rewards are
+the verifier's verdicts on ``rollout.texts``, buckets come from the problems' difficulty
+levels. ``CandidateTask`` adds K candidate answer strings per problem (the reference and
+K-1 distractors) for the tabular policy, which reports the chosen string as its text; the
+same verifier scores both, so a language model runs through it unchanged. Each task keeps
+``heldout`` problems that training never samples, for evaluation.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import attrs
 import numpy as np
 import torch
 
-from algorithms.registry import FieldError, integer, one_of
+from algorithms.registry import ConfigError, FieldError, integer, one_of
 from policies.base import PromptBatch, Rollout
-from rlvr_env.bank import PromptBank
-from rlvr_env.problems import ARITHMETIC_LEVELS, TEMPLATES, Problem, arithmetic_problems, format_prompt
+from rlvr_env.bank import PromptBank, PromptSampler
+from rlvr_env.problems import ARITHMETIC_LEVELS, TEMPLATES, Problem, arithmetic_problems, format_prompt, load_jsonl
 from rlvr_env.verifier import VerifyConfig, verify, verify_batch
 
 # Above this many unseen (problem, text) pairs in a step, verify them in worker processes.
 BATCH_VERIFY_MIN = 64
+# Verdict cache bound: language-model completions rarely repeat, so the cache is cleared past this.
+CACHE_LIMIT = 200_000
+# Difficulty level (1-5) -> bucket: 4-5 hard (0), 3 medium (1), 1-2 easy (2); no level: medium.
+LEVEL_BUCKET = {1: 2, 2: 2, 3: 1, 4: 0, 5: 0}
 
 # Initial probability of the correct candidate by difficulty level (the tabular "model"
 # finds harder problems harder): level 1 easy ... level 5 hard.
@@ -42,8 +49,34 @@ class ArithmeticParams:
     """K candidate answers per problem for the tabular policy (the reference + distractors)."""
     template: str = attrs.field(default="boxed", validator=one_of(*TEMPLATES[:2]))
     """Prompt template: plain | boxed."""
+    heldout: int = attrs.field(default=100, validator=integer(0))
+    """Further problems of the same levels kept out of training, for evaluation (duplicates of
+    training problems removed)."""
     seed: int | None = None
     """Seed of the problem set (None: the run's seed)."""
+
+
+def _heldout(inst, attribute, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (isinstance(value, float) and value >= 1):
+        raise FieldError(attribute.name, f"must be a count >= 0 or a fraction in [0, 1), got {value!r}")
+
+
+@attrs.frozen
+class JsonlParams:
+    path: str | None = None
+    """The JSONL file (relative paths are read from ``data_dir``)."""
+    data_dir: str = "../shared/data"
+    """Folder of the benchmark files (presets: ``RLVR_DATA_DIR`` or ../shared/data)."""
+    heldout: int | float = attrs.field(default=0.1, validator=_heldout)
+    """Problems kept out of training for evaluation: a count, or a fraction in [0, 1)."""
+    heldout_path: str | None = None
+    """A separate held-out file instead (e.g. gsm8k_test beside gsm8k_train); ``heldout`` then ignored."""
+    limit: int | None = attrs.field(default=None, validator=attrs.validators.optional(integer(1)))
+    """Read at most this many problems of ``path``."""
+    template: str = attrs.field(default="boxed", validator=one_of(*TEMPLATES[:2]))
+    """Prompt template: plain | boxed (a language model's chat template is applied by the policy)."""
+    seed: int | None = None
+    """Seed of the held-out split (None: the run's seed)."""
 
 
 def distractors(answer: int, k: int, rng: np.random.Generator) -> list[str]:
@@ -60,14 +93,104 @@ def distractors(answer: int, k: int, rng: np.random.Generator) -> list[str]:
     raise RuntimeError("could not build distractors")  # unreachable for k <= 100
 
 
-class CandidateTask(PromptBank):
+class VerifiedRewards:
+    """Rewards of ``rollout.texts`` by the verifier against ``problems[i].answer``, cached per
+    (problem, text); a step's unseen texts go to worker processes in bulk."""
+
+    problems: list[Problem]
+    verify_config: VerifyConfig
+    _cache: dict[tuple[int, str], float]
+
+    def score(self, index: int, text: str) -> float:
+        key = (index, text)
+        if key not in self._cache:
+            self._remember({key: verify(text, self.problems[index].answer, self.verify_config).reward})
+        return self._cache[key]
+
+    def rewards(self, prompts: PromptBatch, rollout: Rollout) -> torch.Tensor:
+        """[P, G] verifier rewards of the completions."""
+        keys = list(zip(rollout.prompt_index.tolist(), rollout.texts))
+        unseen = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if len(unseen) >= BATCH_VERIFY_MIN:
+            verdicts = verify_batch([t for _, t in unseen], [self.problems[i].answer for i, _ in unseen], self.verify_config)
+            self._remember({k: v.reward for k, v in zip(unseen, verdicts)})
+        r = [self.score(i, t) for i, t in keys]
+        return torch.tensor(r).view(len(prompts), rollout.group_size)
+
+    def _remember(self, verdicts: dict[tuple[int, str], float]) -> None:
+        if len(self._cache) + len(verdicts) > CACHE_LIMIT:
+            self._cache.clear()
+        self._cache.update(verdicts)
+
+
+class MathTask(VerifiedRewards, PromptSampler):
+    """Free-text math problems for a language model: verifier rewards, buckets by level.
+
+    Args:
+        problems: training problems; heldout: problems for evaluation only.
+    """
+
+    def __init__(self, problems: list[Problem], heldout: list[Problem], seed: int, template: str = "boxed",
+                 verify_config: VerifyConfig = VerifyConfig(), name: str = "math"):
+        self.name = name
+        self.problems = problems
+        self.heldout = heldout
+        self.verify_config = verify_config
+        self._cache: dict[tuple[int, str], float] = {}
+        buckets = torch.tensor([LEVEL_BUCKET.get(p.difficulty, 1) for p in problems], dtype=torch.long)
+        super().__init__(tuple(format_prompt(p, template) for p in problems), buckets, seed)
+
+
+def split_heldout(problems: list[Problem], heldout: int | float, seed: int) -> tuple[list[Problem], list[Problem]]:
+    """(train, held-out): a seeded random ``heldout`` count or fraction of ``problems``."""
+    count = int(round(heldout * len(problems))) if isinstance(heldout, float) else heldout
+    if count >= len(problems):
+        raise ConfigError(f"env.heldout: {heldout} leaves no training problems out of {len(problems)}")
+    order = np.random.default_rng(seed).permutation(len(problems))
+    held = set(order[:count].tolist())
+    return [p for i, p in enumerate(problems) if i not in held], [problems[i] for i in sorted(held)]
+
+
+def resolve_data_file(path: str, data_dir: str, field: str) -> Path:
+    """``path`` as given, or inside ``data_dir``; a clear error naming the missing file."""
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute() and not candidate.is_file():
+        candidate = Path(data_dir).expanduser() / path
+    if not candidate.is_file():
+        raise ConfigError(f"{field}: no such file {candidate} (data folder {Path(data_dir).resolve()}); "
+                          "point env.data_dir (or the RLVR_DATA_DIR environment variable) at the folder "
+                          "holding the benchmark JSONL files, or give an absolute path")
+    return candidate
+
+
+class JsonlTask(MathTask):
+    """A JSONL benchmark (MATH500, GSM8K, AIME, AMC, Minerva, OlympiadBench, or any file in
+    those formats: ``rlvr_env.problems.load_jsonl``) as a training task."""
+
+    def __init__(self, params: JsonlParams, seed: int):
+        if params.path is None:
+            raise ConfigError("env.path: missing; give the JSONL file, e.g. env=jsonl env.path=/data/train.jsonl "
+                              "(or use a preset: env=math500, env=gsm8k, ...)")
+        path = resolve_data_file(params.path, params.data_dir, "env.path")
+        problems = load_jsonl(path, params.limit)
+        split_seed = params.seed if params.seed is not None else seed
+        if params.heldout_path is not None:
+            train, held = problems, load_jsonl(resolve_data_file(params.heldout_path, params.data_dir, "env.heldout_path"))
+        else:
+            train, held = split_heldout(problems, params.heldout, split_seed)
+        super().__init__(train, held, seed, params.template, name=path.stem)
+        self.params = params
+
+
+class CandidateTask(VerifiedRewards, PromptBank):
     """Math problems with K candidate answers each; rewards from the verifier."""
 
     name = "arithmetic"
 
     def __init__(self, problems: list[Problem], num_answers: int, seed: int, template: str = "boxed",
-                 verify_config: VerifyConfig = VerifyConfig()):
+                 verify_config: VerifyConfig = VerifyConfig(), heldout: list[Problem] = ()):
         self.problems = problems
+        self.heldout = list(heldout)
         self.verify_config = verify_config
         rng = np.random.default_rng(seed)
         candidates: list[list[str]] = []
@@ -82,27 +205,16 @@ class CandidateTask(PromptBank):
                            (1 - success[:, None]) / (num_answers - n_correct[:, None]))
         super().__init__(tuple(format_prompt(p, template) for p in problems), candidates, correct, mass.log().float(), seed)
 
-    def score(self, index: int, text: str) -> float:
-        key = (index, text)
-        if key not in self._cache:
-            self._cache[key] = verify(text, self.problems[index].answer, self.verify_config).reward
-        return self._cache[key]
-
-    def rewards(self, prompts: PromptBatch, rollout: Rollout) -> torch.Tensor:
-        """[P, G] verifier rewards of the completions (unseen texts in bulk go to worker processes)."""
-        keys = list(zip(rollout.prompt_index.tolist(), rollout.texts))
-        unseen = list(dict.fromkeys(k for k in keys if k not in self._cache))
-        if len(unseen) >= BATCH_VERIFY_MIN:
-            verdicts = verify_batch([t for _, t in unseen], [self.problems[i].answer for i, _ in unseen], self.verify_config)
-            self._cache.update({k: v.reward for k, v in zip(unseen, verdicts)})
-        r = [self.score(i, t) for i, t in keys]
-        return torch.tensor(r).view(len(prompts), rollout.group_size)
-
 
 class ArithmeticTask(CandidateTask):
     """Seeded arithmetic problems (``rlvr_env.problems.arithmetic_problems``) as a task."""
 
     def __init__(self, params: ArithmeticParams, seed: int):
-        problems = arithmetic_problems(params.num_problems, params.levels, params.seed if params.seed is not None else seed)
-        super().__init__(problems, params.num_answers, seed, params.template)
+        # Generated as one prefix-stable stream: the training problems do not depend on ``heldout``.
+        both = arithmetic_problems(params.num_problems + params.heldout, params.levels,
+                                   params.seed if params.seed is not None else seed)
+        train = both[: params.num_problems]
+        seen = {p.prompt for p in train}
+        heldout = [p for p in both[params.num_problems:] if p.prompt not in seen]
+        super().__init__(train, params.num_answers, seed, params.template, heldout=heldout)
         self.params = params

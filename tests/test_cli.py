@@ -73,3 +73,66 @@ def test_cli_resume_continues_to_the_same_numbers(tmp_path):
     assert table(resumed.stdout) == table(full.stdout)
     a, b = scalars(tmp_path / "a" / "full"), scalars(run_dir)
     assert a["accuracy/all"] == b["accuracy/all"]  # steps 11-20 purged and rewritten identically
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # one file, steps 1..20 in order
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_continue(tmp_path):
+    """SIGINT mid-run: a checkpoint, a one-line message with the resume command, exit 130, no
+    traceback; resuming leaves one event file that TensorBoard reads without purge warnings."""
+    import logging
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    run_dir = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", "algo=grpo", "train.steps=100000",
+                             "train.checkpoint_every=5", f"train.log_dir={tmp_path}", "train.run_name=r",
+                             "train.progress=false"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((run_dir / "checkpoints").glob("step_*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    match = re.search(r"checkpoint saved at step (\d+); continue with: python -m experiments\.run resume=(\S+)", err)
+    assert match and match.group(2) == str(run_dir), err
+    stopped = int(match.group(1))
+    assert stopped >= 5 and (run_dir / "checkpoints" / f"step_{stopped:06d}.pt").is_file()
+
+    same = run_cli(f"resume={run_dir}", f"train.steps={stopped}")
+    assert same.returncode == 0 and "nothing to train" in same.stderr and f"train.steps={stopped}" in same.stderr
+
+    more = run_cli(f"resume={run_dir}", f"train.steps={stopped + 5}", "train.progress=false")
+    assert more.returncode == 0, more.stderr
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger().addHandler(handler)
+    try:
+        tags = scalars(run_dir)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert not [r for r in records if "out of order" in r.getMessage().lower()]
+    assert [s for s, _ in tags["reward/mean"]] == list(range(1, stopped + 6))
+
+
+def test_sweep_keeps_bookkeeping_under_log_dir_and_ends_with_one_table(tmp_path):
+    out = run_cli("-m", "seed=0,1", "algo=grpo,grpo_hadw", "train.steps=5", "train.progress=false",
+                  f"train.log_dir={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path.parent / "multirun").exists() and not list(tmp_path.parent.glob("multirun"))
+    from tests.conftest import ROOT
+    assert not (ROOT / "multirun").exists()
+    table = out.stdout[out.stdout.index("final metrics over seeds"):]
+    rows = [line for line in table.splitlines() if line.startswith("| algo=")]
+    assert [r.split("|")[1].strip() for r in rows] == ["algo=grpo", "algo=grpo_hadw"]
+    assert all(r.split("|")[2].strip() == "2" and "±" in r for r in rows)
+    sweeps = list((tmp_path / "sweeps").iterdir())
+    assert len(sweeps) == 1 and (sweeps[0] / "summary.md").read_text().strip() in out.stdout
+    assert len([p for p in tmp_path.iterdir() if p.name != "sweeps"]) == 4  # the four runs

@@ -1,0 +1,132 @@
+"""Keep the README's sample outputs true: ``python -m experiments.readme [--check | --write]``.
+
+A sample is a fenced block right after a marker line
+
+    <!-- sample: python -m experiments.run algo=grpo -->
+    <!-- sample[from=paired comparison, numbers]: python -m experiments.run "arena=[grpo,grpo_hadw]" train.steps=100 -->
+
+whose first line is ``$ <command>`` and the rest the command's output. ``--write`` runs every
+command (in a scratch directory, as a user would from a fresh clone) and rewrites the blocks;
+``--check`` runs them and lists the blocks that drifted (exit 1), which is what the test suite
+does. Timings, dates and scratch paths are masked before comparing; a sample marked
+``numbers`` (benchmark figures that vary from run to run) is compared with every number
+masked. Options: ``from=TEXT`` keeps the output from the first line containing TEXT,
+``head=N`` keeps N lines, ``stderr`` shows standard error instead of standard output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import attrs
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+MARKER = re.compile(r"^<!-- sample(?:\[(?P<opts>[^\]]*)\])?: (?P<cmd>.+?) -->$")
+VOLATILE = [
+    (re.compile(r"\b\d+(\.\d+)? s\b"), "<t> s"),  # durations
+    (re.compile(r"\d{8}-\d{6}(-\d+)?"), "<time>"),  # run-directory timestamps
+    (re.compile(r"\d+(\.\d+)?(e[-+]?\d+)?/s\b"), "<rate>/s"),  # throughputs
+]
+NUMBER = re.compile(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?x?")
+
+
+@attrs.frozen
+class Sample:
+    command: str
+    options: dict[str, str]
+    start: int
+    """Line index of the block's opening fence."""
+    end: int
+    """Line index of the block's closing fence."""
+    text: str
+    """The block's content (``$ command`` and the output)."""
+
+
+def find_samples(lines: list[str]) -> list[Sample]:
+    samples = []
+    for i, line in enumerate(lines):
+        m = MARKER.match(line.strip())
+        if not m:
+            continue
+        if i + 1 >= len(lines) or not lines[i + 1].startswith("```"):
+            raise ValueError(f"README line {i + 1}: a sample marker must be followed by a fenced block")
+        end = next(j for j in range(i + 2, len(lines)) if lines[j].startswith("```"))
+        opts = {}
+        for opt in filter(None, (o.strip() for o in (m.group("opts") or "").split(","))):
+            key, _, value = opt.partition("=")
+            opts[key.strip()] = value.strip()
+        samples.append(Sample(m.group("cmd"), opts, i + 1, end, "\n".join(lines[i + 2:end])))
+    return samples
+
+
+def run_sample(sample: Sample, workdir: Path) -> str:
+    """``$ command`` and its (trimmed) output, run from ``workdir`` with the repository importable."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RLVR_DATA_DIR": str(ROOT.parent / "shared" / "data"),
+           "HYDRA_FULL_ERROR": "0", "COLUMNS": "100"}
+    args = shlex.split(sample.command)
+    if args[0] == "python":
+        args[0] = sys.executable
+    done = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    out = (done.stderr if "stderr" in sample.options else done.stdout).rstrip().splitlines()
+    if "from" in sample.options:
+        key = sample.options["from"]
+        first = next((k for k, line in enumerate(out) if key in line), None)
+        if first is None:
+            raise RuntimeError(f"{sample.command}: no output line contains {key!r}:\n" + "\n".join(out[-20:]))
+        out = out[first:]
+    if "head" in sample.options:
+        out = out[: int(sample.options["head"])]
+    text = "\n".join(line.rstrip().replace(str(workdir), ".") for line in out)
+    return f"$ {sample.command}\n{text}"
+
+
+def masked(text: str, numbers: bool) -> str:
+    for pattern, repl in VOLATILE:
+        text = pattern.sub(repl, text)
+    return NUMBER.sub("<n>", text) if numbers else text
+
+
+def drifted(sample: Sample, fresh: str) -> bool:
+    numbers = "numbers" in sample.options
+    return masked(sample.text, numbers) != masked(fresh, numbers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.readme", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="run every sample and list those that drifted (default)")
+    mode.add_argument("--write", action="store_true", help="run every sample and rewrite the README blocks")
+    parser.add_argument("--only", default="", help="only samples whose command contains this text")
+    parser.add_argument("--readme", type=Path, default=README, help="the Markdown file (default: the README)")
+    args = parser.parse_args(argv)
+    lines = args.readme.read_text().split("\n")
+    samples = [s for s in find_samples(lines) if args.only in s.command]
+    stale = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for sample in samples:
+            fresh = run_sample(sample, Path(tmp))
+            print(f"{'ok   ' if not drifted(sample, fresh) else 'DRIFT'} {sample.command}", file=sys.stderr)
+            if drifted(sample, fresh):
+                stale.append((sample, fresh))
+    if args.write:
+        for sample, fresh in sorted(stale, key=lambda x: -x[0].start):  # bottom-up keeps line numbers valid
+            lines[sample.start + 1:sample.end] = fresh.split("\n")
+        args.readme.write_text("\n".join(lines))
+        print(f"rewrote {len(stale)} of {len(samples)} samples", file=sys.stderr)
+        return 0
+    for sample, fresh in stale:
+        print(f"--- README (line {sample.start + 1})\n{sample.text}\n+++ fresh\n{fresh}\n")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,11 +21,14 @@ from algorithms.algorithm import algorithm_label
 from algorithms.registry import build_params
 from experiments.checkpoint import list_checkpoints
 from experiments.engine import LocalEngine
+from experiments.evaluator import EvalParams, evaluate
 from experiments.optim import OptimParams, build_optimizer
 from experiments.trainer import Trainer, TrainParams
 from policies import POLICIES
+from policies.base import AnswerDistribution
 from rlvr_env import TASKS
 from rlvr_env.protocol import exact_view
+from rlvr_env.tasks import MathTask
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 CONFIG_FILE = "config.yaml"
@@ -61,8 +64,23 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None) -> Trainer:
     policy = POLICIES.build(cfg["policy"], "policy")(task)
     algorithm = build_algorithm(cfg["algo"], cfg.get("reweight"))
     engine = LocalEngine(build_optimizer(optim, policy.parameters()))
+    evaluator = build_evaluator(cfg, task, policy) if train.eval_every else None
     return Trainer(train, task, policy, engine, algorithm, optim.max_grad_norm, seed, run_dir, logger,
-                   exact=exact_view(task, policy))
+                   exact=exact_view(task, policy), evaluator=evaluator)
+
+
+def build_evaluator(cfg: dict[str, Any], task, policy):
+    """``(policy) -> eval/* scalars`` on the env's held-out problems (the tabular policy: its own
+    prompts, with the exact pass@k beside the estimate)."""
+    params = build_params(EvalParams, {**cfg.get("eval", {}), "bootstrap": 0}, "eval")
+    if isinstance(policy, AnswerDistribution):
+        target, exact = task, exact_view(task, policy)
+    else:
+        heldout = getattr(task, "heldout", None) or []
+        if not heldout:
+            raise ConfigError(f"train.eval_every: env {cfg['env']['name']!r} keeps no held-out problems (set env.heldout)")
+        target, exact = MathTask(heldout, [], seed=0, template=cfg["env"].get("template", "boxed"), name="heldout"), None
+    return lambda current: evaluate(current, target, params, exact=exact).scalars("eval")
 
 
 def resolve_config(cfg: DictConfig, overrides: list[str]) -> tuple[dict[str, Any], Path, bool]:

@@ -5,7 +5,9 @@ A sample is a fenced block right after a marker line
     <!-- sample: python -m experiments.run algo=grpo -->
     <!-- sample[from=paired comparison, numbers]: python -m experiments.run "arena=[grpo,grpo_hadw]" train.steps=100 -->
 
-whose first line is ``$ <command>`` and the rest the command's output. ``--write`` runs every
+whose first line is ``$ <command>`` and the rest the command's output. Commands run through
+bash, one scratch directory for all samples in README order (a sample may use what an
+earlier one wrote). ``--write`` runs every
 command (in a scratch directory, as a user would from a fresh clone) and rewrites the blocks;
 ``--check`` runs them and lists the blocks that drifted (exit 1), which is what the test suite
 does. Timings, dates and scratch paths are masked before comparing; a sample marked
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -70,11 +71,10 @@ def find_samples(lines: list[str]) -> list[Sample]:
 def run_sample(sample: Sample, workdir: Path) -> str:
     """``$ command`` and its (trimmed) output, run from ``workdir`` with the repository importable."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RLVR_DATA_DIR": str(ROOT.parent / "shared" / "data"),
-           "HYDRA_FULL_ERROR": "0", "COLUMNS": "100"}
-    args = shlex.split(sample.command)
-    if args[0] == "python":
-        args[0] = sys.executable
-    done = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+           "HYDRA_FULL_ERROR": "0", "COLUMNS": "100",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # `python` is this one
+    done = subprocess.run(["bash", "-c", sample.command], cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=900)
     out = (done.stderr if "stderr" in sample.options else done.stdout).rstrip().splitlines()
     if "from" in sample.options:
         key = sample.options["from"]

@@ -55,6 +55,9 @@ class TrainParams:
     """Run directory name (default: <algo>-<env>-s<seed>-<time>)."""
     progress: bool = True
     """Show a progress bar."""
+    eval_every: int = attrs.field(default=0, validator=integer(0))
+    """Evaluate on the env's held-out problems every N steps (``eval.*`` settings) and log
+    ``eval/*`` (0: never). The tabular policy is evaluated on its own prompts."""
 
 
 @attrs.frozen
@@ -82,10 +85,13 @@ class Trainer:
     """
 
     def __init__(self, params: TrainParams, task: Task, policy: Policy, engine: Engine, algorithm: Algorithm,
-                 max_grad_norm: float | None, seed: int, run_dir: Path, logger=None, exact: ExactTask | None = None):
+                 max_grad_norm: float | None, seed: int, run_dir: Path, logger=None, exact: ExactTask | None = None,
+                 evaluator=None):
         self.params = params
         self.task = task
         self.exact = exact
+        self.evaluator = evaluator
+        """``(policy) -> {tag: value}`` run every ``eval_every`` steps (None: no evaluation)."""
         self.policy = policy
         self.engine = engine
         self.algo = algorithm
@@ -117,6 +123,8 @@ class Trainer:
             step_metrics.update(self.exact.policy_metrics(self.policy))
         self.step += 1
         values = M.to_host(step_metrics)  # the one host sync of the step
+        if self.evaluator is not None and self.params.eval_every and self.step % self.params.eval_every == 0:
+            values.update(self.evaluator(self.policy))
         self.history.append(values)
         if self.logger is not None:
             self.logger.log(self.step, values)

@@ -71,6 +71,8 @@ class Rollout:
     """[B, T] reference-policy log-probs, filled once per step when the KL penalty is on."""
     advantages: torch.Tensor | None = _tensor(optional=True)
     """[B] per-response advantage after reweighting, set by the trainer."""
+    truncated: torch.Tensor | None = _tensor(optional=True)
+    """[B] bool: the response hit the generation budget before ending (EOS / stop); None if unknown."""
 
     def __attrs_post_init__(self):
         b = len(self.texts)

@@ -70,6 +70,7 @@ class TabularPolicy(nn.Module):
             old_logp=logp.reshape(-1, 1),
             texts=tuple(self.candidates[i][a] for i, a in zip(prompt_index.tolist(), answers.reshape(-1).tolist())),
             group_size=group_size,
+            truncated=torch.zeros(b, dtype=torch.bool),  # an answer choice is always complete
         )
 
     def logprobs(self, rollout: Rollout) -> torch.Tensor:

@@ -20,6 +20,8 @@ from policies.base import AnswerDistribution, PromptBatch, Rollout
 class Task(Protocol):
     name: str
     """Short name (run labels)."""
+    texts: tuple[str, ...]
+    """[N] the prompt of every problem of the source, by row."""
 
     def __len__(self) -> int:
         """Number of prompts in the source."""

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiments.config import build_trainer, compose_config
-from experiments.evaluate import main as evaluate_main
 from experiments.evaluator import EvalParams, evaluate
 from experiments.passk import bootstrap_ci, exact_pass_at_k, maj_at_k, pass_at_k
 from policies.base import Rollout

@@ -8,7 +8,8 @@ new tokens per sample (eos ignored), sampling at temperature 1 with the sampled 
 log-probs returned by both:
   hf    ``model.generate`` (KV cache, left-padded batch of P * n rows, ``output_logits``)
   vllm  ``VllmEngine.generate`` (in-process vLLM, paged KV cache)
-Each is timed ``--repeat`` times after a warm-up; medians are printed, with the ratio. Then
+Each is timed ``--repeat`` times after a warm-up; medians are printed, with the ratio, and the
+largest gap between the engine's log-probs of its samples and transformers' (teacher forcing). Then
 ``push_weights`` of the whole model (median of ``--repeat``), and its share of a proxy RL step:
 vLLM generation + one forward/backward/SGD step of the transformers model on the generated
 batch + the push.
@@ -84,15 +85,22 @@ def main(argv=None) -> dict:
 
     t_push, _ = timed(lambda: engine.push_weights(model.named_parameters()), args.repeat)
 
-    # Proxy training step on the generated batch: forward, backward, SGD (what a trainer adds).
+    # Sampler/trainer mismatch on the vLLM samples: transformers' teacher-forced log-probs.
     rows = [p + list(c.tokens) for p, g in zip(prompt_ids, groups) for c in g]
     width = max(len(r) for r in rows)
     seqs = torch.tensor([[0] * (width - len(r)) + r for r in rows])  # (P * n, S + T), left-padded
+    attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    with torch.no_grad():
+        logits = model(seqs, attention_mask=attention).logits[:, -length - 1:-1]  # (B, T, V)
+    hf_logp = torch.log_softmax(logits, -1).gather(-1, seqs[:, -length:, None])[..., 0]  # (B, T)
+    gap = (hf_logp - torch.tensor([c.logprobs for g in groups for c in g])).abs()
+
+    # Proxy training step on the generated batch: forward, backward, SGD (what a trainer adds).
     train = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).train()
     opt = torch.optim.SGD(train.parameters(), lr=1e-3)
 
     def train_step():
-        logits = train(seqs).logits[:, -length - 1:-1]  # (B, T, V)
+        logits = train(seqs, attention_mask=attention).logits[:, -length - 1:-1]  # (B, T, V)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), seqs[:, -length:].reshape(-1))
         opt.zero_grad()
         loss.backward()
@@ -109,11 +117,12 @@ def main(argv=None) -> dict:
     print(f"  hf   generate   {t_hf:8.3f} s   {generated / t_hf:10.0f} tokens/s")
     print(f"  vllm generate   {t_vllm:8.3f} s   {generated / t_vllm:10.0f} tokens/s   (engine start {t_start:.1f} s)")
     print(f"  ratio vllm/hf tokens/s: {t_hf / t_vllm:.2f}x")
+    print(f"  |vllm - transformers| log-prob of the sampled tokens: max {gap.max():.2e}, mean {gap.mean():.2e}")
     print(f"  push_weights    {t_push * 1e3:8.1f} ms   ({params * 4 / t_push / 1e6:.0f} MB/s)")
     print(f"  proxy step: generate {t_vllm:.3f} s + train {t_train:.3f} s + push {t_push:.3f} s; "
           f"push share {t_push / step:.1%}")
     return dict(hf_tokens_per_s=generated / t_hf, vllm_tokens_per_s=generated / t_vllm, ratio=t_hf / t_vllm,
-                push_s=t_push, push_share=t_push / step, engine_start_s=t_start)
+                push_s=t_push, push_share=t_push / step, engine_start_s=t_start, max_logp_gap=gap.max().item())
 
 
 if __name__ == "__main__":

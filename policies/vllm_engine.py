@@ -55,10 +55,12 @@ class VllmEngine:
     Arguments: model (a local checkpoint folder); dtype ("float32" on CPU, "bfloat16" on a GPU);
     gpu_memory_utilization (share of GPU memory for weights and KV cache; ignored on CPU);
     enforce_eager (no CUDA graphs / torch.compile: needed on CPU, faster start on a GPU);
-    max_model_len (prompt + completion tokens; None: the model's limit); seed (the engine's seed); kv_cache_gib (CPU KV
-    cache size, ``VLLM_CPU_KVCACHE_SPACE``, when that variable is unset); logprobs_mode
-    ("raw_logprobs" | "processed_logprobs"); llm_kwargs (any other ``vllm.LLM`` argument).
+    max_model_len (prompt + completion tokens; None: the model's limit); seed (the engine's
+    seed); kv_cache_gib (CPU KV cache size, ``VLLM_CPU_KVCACHE_SPACE``, when that variable is
+    unset); logprobs_mode ("raw_logprobs" | "processed_logprobs"); llm_kwargs (any other
+    ``vllm.LLM`` argument).
 
+    On a GPU, sleep mode is enabled (``enable_sleep_mode``); the GPU path is untested here.
     Constructing it sets ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` in this process. The torch RNG
     state, torch's thread count and ``torch.set_num_threads`` (which vllm-cpu disables) are
     restored afterwards, so the trainer beside it behaves as before.
@@ -81,6 +83,9 @@ class VllmEngine:
         from vllm.platforms import current_platform
 
         self.on_cpu = current_platform.is_cpu()
+        if not self.on_cpu:
+            llm_kwargs.setdefault("enable_sleep_mode", True)
+        self.asleep = False
         with _preserved_process_state():
             self.llm = LLM(model=str(self.model_path), dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
                            enforce_eager=enforce_eager, max_model_len=max_model_len, seed=seed,
@@ -134,11 +139,13 @@ class VllmEngine:
     # ------------------------------------------------------------------ weights and memory
 
     def push_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Load new weights into the running engine (HF checkpoint names, e.g. ``model.parameters()`` names).
+        """Load new weights into the running engine: HF names and tensors, e.g. ``model.named_parameters()``.
 
         Every tensor of the checkpoint must be given (a tied ``lm_head.weight`` may be left
         out or given); a layer given only in part would be left half-initialised.
         """
+        if self.asleep:
+            raise RuntimeError("push_weights on a sleeping engine: call wake_up() first")
         weights = [(name, t.detach()) for name, t in named_tensors]
         missing = self.checkpoint_names - {name for name, _ in weights}
         if missing:
@@ -149,15 +156,17 @@ class VllmEngine:
         self.llm.reset_prefix_cache()
 
     def sleep(self, level: int = 1) -> None:
-        """Free the engine's GPU memory (level 1: offload weights, drop KV cache). No-op on CPU."""
+        """Free the engine's GPU memory while the trainer runs (level 1: offload weights, drop
+        the KV cache). Then ``wake_up()`` before ``push_weights`` or sampling. No-op on CPU."""
         if not self.on_cpu:
             self.llm.sleep(level=level)
+        self.asleep = True
 
     def wake_up(self) -> None:
         """Undo ``sleep``. No-op on CPU."""
         if not self.on_cpu:
             self.llm.wake_up()
-
+        self.asleep = False
 
     def close(self) -> None:
         """Shut the engine down and free its memory, so that another can start in this process."""

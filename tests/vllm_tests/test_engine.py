@@ -105,9 +105,11 @@ def test_push_weights_after_training(setup):
     [before] = engine.score([prompt], [completion])
     assert (before - old).abs().max().item() < TOL
     assert (before - new).abs().max().item() > 0.1  # measurably stale before the push
-    engine.sleep()  # what a trainer does around its step; no-op on the CPU
-    engine.push_weights(trained.named_parameters())
+    engine.sleep()  # what a trainer does around its step (no-op on the CPU), then wake, push, sample
+    with pytest.raises(RuntimeError, match="wake_up"):
+        engine.push_weights(trained.named_parameters())
     engine.wake_up()
+    engine.push_weights(trained.named_parameters())
     [after] = engine.score([prompt], [completion])
     assert (after - new).abs().max().item() < TOL
     [[c]] = engine.generate([prompt], n=1, max_tokens=10, seed=5)

@@ -21,6 +21,7 @@ import argparse
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 
@@ -45,6 +46,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--model-dir", default=None, help="where to build the model (default: a temporary folder)")
     args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # vLLM's own deprecation noise
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

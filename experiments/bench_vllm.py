@@ -1,0 +1,131 @@
+"""Benchmark: generation with vLLM against transformers' ``generate``, and the weight-push time.
+
+    bash .ci/vllm --version   # once: makes .venv-vllm
+    .venv-vllm/bin/python -m experiments.bench_vllm [--prompts 8] [--n 8] [--tokens 64] [--hidden 64] [--layers 2]
+
+Same tiny Qwen3 (float32, CPU), same P arithmetic prompts, n samples each, exactly ``--tokens``
+new tokens per sample (eos ignored), sampling at temperature 1 with the sampled tokens'
+log-probs returned by both:
+  hf    ``model.generate`` (KV cache, left-padded batch of P * n rows, ``output_logits``)
+  vllm  ``VllmEngine.generate`` (in-process vLLM, paged KV cache)
+Each is timed ``--repeat`` times after a warm-up; medians are printed, with the ratio, and the
+largest gap between the engine's log-probs of its samples and transformers' (teacher forcing). Then
+``push_weights`` of the whole model (median of ``--repeat``), and its share of a proxy RL step:
+vLLM generation + one forward/backward/SGD step of the transformers model on the generated
+batch + the push.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+
+def timed(fn, repeat: int) -> tuple[float, object]:
+    """Median seconds of ``repeat`` calls of ``fn`` after one warm-up call, and the last result."""
+    out = fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench_vllm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--n", type=int, default=8, help="samples per prompt")
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per sample")
+    parser.add_argument("--hidden", type=int, default=64, help="hidden size of the tiny model")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--model-dir", default=None, help="where to build the model (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # vLLM's own deprecation noise
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from policies.tiny import build_tiny_qwen3
+    from policies.vllm_engine import VllmEngine
+    from rlvr_env import arithmetic_problems, format_prompt
+
+    root = Path(args.model_dir or tempfile.mkdtemp(prefix="bench_vllm_"))
+    path = build_tiny_qwen3(root / f"tiny-h{args.hidden}-l{args.layers}", hidden_size=args.hidden,
+                            intermediate_size=2 * args.hidden, num_layers=args.layers)
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    texts = [format_prompt(p, "boxed") for p in arithmetic_problems(args.prompts, seed=0)]
+    prompt_ids = [tokenizer.encode(t) for t in texts]
+    n, length = args.n, args.tokens
+    generated = args.prompts * n * length
+
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+
+    def hf_generate():
+        with torch.no_grad():
+            out = model.generate(**batch, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                                 num_return_sequences=n, max_new_tokens=length, min_new_tokens=length,
+                                 output_logits=True, return_dict_in_generate=True, pad_token_id=0)
+        new = out.sequences[:, batch["input_ids"].shape[1]:]  # (P * n, T)
+        logits = torch.stack(out.logits, 1)  # (P * n, T, V)
+        return new, torch.log_softmax(logits, -1).gather(-1, new[..., None])[..., 0]  # (P * n, T)
+
+    t_hf, (hf_tokens, _) = timed(hf_generate, args.repeat)
+    assert hf_tokens.shape == (args.prompts * n, length)
+
+    start = time.perf_counter()
+    engine = VllmEngine(path, dtype="float32", seed=0)
+    t_start = time.perf_counter() - start
+    t_vllm, groups = timed(lambda: engine.generate(prompt_ids, n=n, max_tokens=length, ignore_eos=True), args.repeat)
+    assert all(len(c.tokens) == length for g in groups for c in g)
+
+    t_push, _ = timed(lambda: engine.push_weights(model.named_parameters()), args.repeat)
+
+    # Sampler/trainer mismatch on the vLLM samples: transformers' teacher-forced log-probs.
+    rows = [p + list(c.tokens) for p, g in zip(prompt_ids, groups) for c in g]
+    width = max(len(r) for r in rows)
+    seqs = torch.tensor([[0] * (width - len(r)) + r for r in rows])  # (P * n, S + T), left-padded
+    attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    with torch.no_grad():
+        logits = model(seqs, attention_mask=attention).logits[:, -length - 1:-1]  # (B, T, V)
+    hf_logp = torch.log_softmax(logits, -1).gather(-1, seqs[:, -length:, None])[..., 0]  # (B, T)
+    gap = (hf_logp - torch.tensor([c.logprobs for g in groups for c in g])).abs()
+
+    # Proxy training step on the generated batch: forward, backward, SGD (what a trainer adds).
+    train = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).train()
+    opt = torch.optim.SGD(train.parameters(), lr=1e-3)
+
+    def train_step():
+        logits = train(seqs, attention_mask=attention).logits[:, -length - 1:-1]  # (B, T, V)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), seqs[:, -length:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    t_train, _ = timed(train_step, args.repeat)
+    engine.close()
+
+    step = t_vllm + t_train + t_push
+    params = sum(p.numel() for p in model.parameters())
+    print(f"tiny Qwen3: hidden {args.hidden}, {args.layers} layers, {params:,} parameters; "
+          f"{args.prompts} prompts x {n} samples x {length} tokens = {generated:,} tokens; "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"  hf   generate   {t_hf:8.3f} s   {generated / t_hf:10.0f} tokens/s")
+    print(f"  vllm generate   {t_vllm:8.3f} s   {generated / t_vllm:10.0f} tokens/s   (engine start {t_start:.1f} s)")
+    print(f"  ratio vllm/hf tokens/s: {t_hf / t_vllm:.2f}x")
+    print(f"  |vllm - transformers| log-prob of the sampled tokens: max {gap.max():.2e}, mean {gap.mean():.2e}")
+    print(f"  push_weights    {t_push * 1e3:8.1f} ms   ({params * 4 / t_push / 1e6:.0f} MB/s)")
+    print(f"  proxy step: generate {t_vllm:.3f} s + train {t_train:.3f} s + push {t_push:.3f} s; "
+          f"push share {t_push / step:.1%}")
+    return dict(hf_tokens_per_s=generated / t_hf, vllm_tokens_per_s=generated / t_vllm, ratio=t_hf / t_vllm,
+                push_s=t_push, push_share=t_push / step, engine_start_s=t_start, max_logp_gap=gap.max().item())
+
+
+if __name__ == "__main__":
+    main()

@@ -88,3 +88,57 @@ class LocalEngine:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
+
+
+class DistributedEngine(LocalEngine):
+    """Data parallel over ``torch.distributed`` (gloo on the CPU, nccl on GPUs), in processes
+    started by ``accelerate launch`` or ``torchrun`` (they set RANK, WORLD_SIZE, MASTER_ADDR).
+
+    Every process holds the whole model and computes the loss of its share of the responses,
+    divided by the *global* totals (summed here over processes). Gradients are then summed
+    over processes before clipping and the step, so each process applies exactly the
+    gradient that one process would compute on the whole minibatch, and the replicas stay
+    identical. (DDP would average instead; dividing by global totals makes the sum right.)
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scheduler=None):
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            raise RuntimeError("DistributedEngine needs torch.distributed initialised (start with accelerate launch "
+                               "or torchrun; see README, 'Several processes')")
+        super().__init__(optimizer, scheduler)
+        self.dist = dist
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.is_main = self.rank == 0
+
+    def reduce_gradients(self) -> None:
+        """Sum every parameter's gradient over processes (one flat all-reduce; a missing gradient counts as 0)."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        self.dist.all_reduce(flat)
+        offset = 0
+        for p, g in zip(self.params, grads):
+            p.grad = flat[offset:offset + g.numel()].view_as(p).to(p.dtype)
+            offset += g.numel()
+
+    def step(self, max_grad_norm: float | None) -> torch.Tensor:
+        self.reduce_gradients()
+        return super().step(max_grad_norm)
+
+    def totals(self, mask: torch.Tensor) -> Totals:
+        local = Totals.of(mask)
+        counts = torch.stack([local.tokens, local.sequences.to(local.tokens.dtype)])
+        self.dist.all_reduce(counts)
+        return Totals(tokens=counts[0], sequences=counts[1])
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Every process's rows, in rank order (processes may hold different row counts)."""
+        rows = torch.tensor([x.shape[0]])
+        sizes = [torch.zeros_like(rows) for _ in range(self.world_size)]
+        self.dist.all_gather(sizes, rows)
+        width = int(max(s.item() for s in sizes))
+        padded = torch.nn.functional.pad(x, (0, 0) * (x.dim() - 1) + (0, width - x.shape[0]))
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        self.dist.all_gather(parts, padded)
+        return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])

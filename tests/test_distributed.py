@@ -1,0 +1,79 @@
+"""Two processes (gloo, CPU): the summed gradient equals one process's gradient of the same global batch."""
+
+import os
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from algorithms import build_algorithm
+from experiments.engine import DistributedEngine, LocalEngine
+from tests.test_interfaces import make_rollout
+
+AGGS = [{"name": "token_mean"}, {"name": "seq_mean_token_mean"}, {"name": "seq_mean_token_sum_norm", "max_length": 9}]
+LENGTHS = [5, 1, 3, 7, 2, 6, 4, 9, 8, 2]  # uneven, so the aggregations differ
+
+
+class ToyLM(torch.nn.Module):
+    """log pi(token_t | token_{t-1}) from an embedding and an output matrix: a tiny causal LM."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.embed = torch.nn.Parameter(torch.randn(50, 8, generator=g))
+        self.out = torch.nn.Parameter(torch.randn(8, 50, generator=g) * 0.3)
+
+    def logprobs(self, rollout):
+        prev = torch.cat([rollout.prompt_tokens[:, -1:], rollout.tokens[:, :-1]], dim=1)  # (B, T)
+        logp = torch.log_softmax(self.embed[prev] @ self.out, dim=-1)  # (B, T, V)
+        return logp.gather(2, rollout.tokens[..., None]).squeeze(2)
+
+
+def gradients(engine, model, rollout, agg):
+    algo = build_algorithm({"name": "x", "advantage": {"name": "group_norm"}, "loss": {"name": "ppo_clip"}, "aggregation": agg})
+    totals = engine.totals(rollout.mask)
+    loss, _ = algo.objective(model.logprobs(rollout), rollout, totals)
+    engine.backward(loss, sync=True)
+    if isinstance(engine, DistributedEngine):
+        engine.reduce_gradients()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def worker(rank, world, init_file, out_file):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        model = ToyLM()
+        engine = DistributedEngine(torch.optim.SGD(model.parameters(), lr=0.1))
+        rollout = make_rollout(LENGTHS, width=9, seed=4)
+        mine = rollout.select(torch.arange(len(LENGTHS))[rank::world])  # interleaved, uneven shares
+        result = {a["name"]: gradients(engine, model, mine, a) for a in AGGS}
+        gathered = engine.gather(torch.arange(3 * (rank + 1)).view(-1, 1) + 100 * rank)
+        if rank == 0:
+            torch.save({"grads": result, "gathered": gathered}, out_file)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_gradient_equals_the_single_process_gradient(tmp_path):
+    out = tmp_path / "out.pt"
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    got = torch.load(out)
+    model = ToyLM()
+    engine = LocalEngine(torch.optim.SGD(model.parameters(), lr=0.1))
+    rollout = make_rollout(LENGTHS, width=9, seed=4)
+    for agg in AGGS:
+        expected = gradients(engine, model, rollout, agg)
+        for g, e in zip(got["grads"][agg["name"]], expected):
+            assert e.abs().sum() > 0
+            torch.testing.assert_close(g, e, atol=1e-5, rtol=0)
+    assert got["gathered"].view(-1).tolist() == [0, 1, 2, 100, 101, 102, 103, 104, 105]
+
+
+def test_distributed_engine_needs_an_initialised_group():
+    with pytest.raises(RuntimeError, match="accelerate launch"):
+        DistributedEngine(torch.optim.SGD(ToyLM().parameters(), lr=0.1))

@@ -12,9 +12,9 @@ refused, and math-verify runs under its ``timeout`` (signal based: main thread o
 Verification is split per item into a cheap part (extraction, refusals, a string fast path
 and an exact comparison of plain numbers: microseconds) and the sympy part (milliseconds).
 ``verify_batch`` does the cheap part in the calling process; the items that need sympy
-are done there too until it has spent ``in_process_seconds`` on them, then in worker
-processes, each item under a hard deadline enforced by the parent (a worker stuck in C code
-is killed and replaced). Workers are fresh interpreters that load this file by path: they
+are done there too until it has spent ``in_process_seconds`` on them, then where items
+went faster lately: there or in worker processes, each item in a worker under a hard
+deadline enforced by the parent (a worker stuck in C code is killed and replaced). Workers are fresh interpreters that load this file by path: they
 never import the caller's ``__main__`` (a script without ``if __name__ == "__main__":``
 works) nor torch (``verifier_pool.py``). An answer that cannot be parsed gets reward 0 and a
 reason; no exception reaches the training loop. This file imports nothing from rlvr_env:
@@ -184,11 +184,11 @@ def sympy_equivalent(extracted: str, answer: str, timeout: int) -> bool:
 # ----------------------------------------------------------------- one item: cheap part, sympy part
 
 
-def cheap_verdict(completion: str, answer: str, config: VerifyConfig) -> Verdict | str:
+def cheap_verdict(completion: str, answer: str, config: VerifyConfig, normal_answer: str | None = None) -> Verdict | str:
     """The final verdict when it needs no sympy, else the extracted answer (a str) for sympy.
 
     No sympy: not a string, no answer, an answer too long, equal after ``normalize``, or two
-    plain numbers (compared exactly).
+    plain numbers (compared exactly). ``normal_answer``: ``normalize(answer)`` if known.
     """
     if not isinstance(completion, str) or not isinstance(answer, str):
         return Verdict(0.0, None, f"error: completion and answer must be str, got {type(completion).__name__}")
@@ -197,7 +197,7 @@ def cheap_verdict(completion: str, answer: str, config: VerifyConfig) -> Verdict
         return Verdict(0.0, None, "no_answer")
     if len(extracted) > config.max_answer_chars:
         return Verdict(0.0, extracted[:80] + "...", "answer_too_long")
-    if normalize(extracted) == normalize(answer):
+    if normalize(extracted) == (normalize(answer) if normal_answer is None else normal_answer):
         return Verdict(1.0, extracted, "correct")
     x, y = plain_number(extracted), plain_number(answer)
     if x is not None and y is not None:

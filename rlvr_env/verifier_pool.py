@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection, wait
 import attrs
 
 from rlvr_env import verifier
-from rlvr_env.verifier import Verdict, VerifyConfig, cheap_verdict, sympy_verdict
+from rlvr_env.verifier import Verdict, VerifyConfig, cheap_verdict, normalize, sympy_verdict
 
 _WORKER_MAIN = (
     "import importlib.util, sys\n"
@@ -36,6 +36,8 @@ START_SECONDS = 120.0
 
 PIPELINE = 2
 """Items queued per worker: it starts the next one without waiting for the parent to wake."""
+PROBE_EVERY = 8
+"""With workers up, every this many calls go the way that was slower lately, to time it again."""
 
 
 @attrs.define(eq=False)
@@ -76,6 +78,8 @@ class VerifierPool:
 
     Workers start once the calling process has spent ``in_process_seconds`` on sympy items
     (a few such items never pay for starting processes), or at once off the main thread.
+    Once they are up, each call's sympy items go where items went faster lately (wall
+    seconds per item, here or in the workers: busy cores or one core make workers slower).
     Each worker has up to ``PIPELINE`` items queued; each item has a hard deadline of
     3 * timeout + grace seconds from its start (parse reference, parse answer, compare); past
     it the item is scored ``timeout``, its worker killed and replaced, and the items queued
@@ -95,6 +99,9 @@ class VerifierPool:
         self.deadline = 3 * config.timeout + grace
         self.spent_here = 0.0
         """Seconds the calling process has spent on sympy items."""
+        self.seconds_per_item: dict[str, float | None] = {"here": None, "workers": None}
+        """Recent wall seconds per sympy item, verified here and by workers that were up."""
+        self._calls = 0
         self.last_counts = {"cheap": 0, "sympy_here": 0, "sympy_workers": 0}
         """Where the items of the last ``map`` were decided."""
         self._workers: list[_Worker] = []
@@ -119,10 +126,18 @@ class VerifierPool:
             return self._map(completions, answers)
 
     def _map(self, completions: Sequence[str], answers: Sequence[str]) -> list[Verdict]:
-        results = [cheap_verdict(c, a, self.config) for c, a in zip(completions, answers)]
+        distinct = dict.fromkeys(a for a in answers if isinstance(a, str))  # a group's completions share one answer
+        normal = {a: normalize(a) for a in distinct}
+        results = [cheap_verdict(c, a, self.config, normal[a] if isinstance(a, str) else None)
+                   for c, a in zip(completions, answers)]
         todo = deque((i, r) for i, r in enumerate(results) if not isinstance(r, Verdict))
         here = threading.current_thread() is threading.main_thread()
         counts = self.last_counts = {"cheap": len(results) - len(todo), "sympy_here": 0, "sympy_workers": 0}
+        up = bool(self._workers) and all(w.ready for w in self._workers)
+        if todo and here and self.in_process_seconds > 0 and up and self._here_is_faster():
+            self._note("here", sum(self._verify_here(item, answers, results) for item in todo), len(todo))
+            return results  # type: ignore[return-value]
+        start, time_here = time.monotonic(), 0.0
         while todo or any(w.jobs for w in self._workers):
             if not self._workers and not (here and self.spent_here < self.in_process_seconds):
                 self.start()
@@ -142,12 +157,34 @@ class VerifierPool:
             work_here = here and todo and self.in_process_seconds > 0 and not any(w.jobs for w in self._workers)
             self._receive(results, todo, time.monotonic() if work_here else None)
             if work_here:
-                i, extracted = todo.pop()
-                start = time.monotonic()
-                results[i] = sympy_verdict(extracted, answers[i], self.config.timeout)
-                self.spent_here += time.monotonic() - start
-                counts["sympy_here"] += 1
+                time_here += self._verify_here(todo.pop(), answers, results)
+        if up and counts["sympy_workers"] and not counts["sympy_here"]:
+            self._note("workers", time.monotonic() - start, counts["sympy_workers"])
+        if counts["sympy_here"]:
+            self._note("here", time_here, counts["sympy_here"])
         return results  # type: ignore[return-value]
+
+    def _verify_here(self, item: tuple[int, str], answers: Sequence[str], results: list) -> float:
+        """Verify one item in this process; its seconds."""
+        start = time.monotonic()
+        results[item[0]] = sympy_verdict(item[1], answers[item[0]], self.config.timeout)
+        seconds = time.monotonic() - start
+        self.spent_here += seconds
+        self.last_counts["sympy_here"] += 1
+        return seconds
+
+    def _here_is_faster(self) -> bool:
+        """Where a call's sympy items go once workers are up: where items went faster lately,
+        but every ``PROBE_EVERY``-th call the other way; first, the way not yet timed."""
+        self._calls += 1
+        here, workers = self.seconds_per_item["here"], self.seconds_per_item["workers"]
+        if here is None or workers is None:
+            return workers is not None
+        return (here < workers) != (self._calls % PROBE_EVERY == 0)
+
+    def _note(self, where: str, seconds: float, items: int) -> None:
+        old, new = self.seconds_per_item[where], seconds / items
+        self.seconds_per_item[where] = new if old is None else (old + new) / 2
 
     def _receive(self, results: list, todo: deque, until: float | None) -> None:
         """Take the workers' messages until ``until`` (None: the next deadline or start-up

@@ -120,6 +120,11 @@ def test_verify_batch_keeps_order_and_matches_verify():
     with VerifierPool(2, in_process_seconds=0) as pool:
         assert pool.map(completions, answers) == expected
         assert pool.last_counts == {"cheap": 7 + 7, "sympy_here": 0, "sympy_workers": 26}
+    # a group shares one answer (normalized once), and bad input gets the verdict verify gives it
+    group = [r"\boxed{\frac{1}{2}}", r"\boxed{0.50}", "the answer is $.5$", r"\boxed{1/3}", None, "#### 0.5"]
+    answers = ["0.5"] * 5 + [["0.5"]]
+    assert verify_batch(group, answers) == [verify(c, a) for c, a in zip(group, answers)]
+    assert [v.reward for v in verify_batch(group, answers)] == [1, 1, 1, 0, 0, 0]
     with pytest.raises(ValueError, match="completions but"):
         verify_batch(["a"], [])
 

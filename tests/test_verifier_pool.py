@@ -53,7 +53,7 @@ def test_script_without_main_guard_gets_correct_rewards(tmp_path):
 
 def test_cheap_items_and_a_few_sympy_items_start_no_process():
     completions = [r"\boxed{7}", "#### 7", "no answer here", r"\boxed{" + "1" * 600 + "}", r"\boxed{8}"]
-    with VerifierPool(2) as pool:
+    with VerifierPool(2, in_process_seconds=60) as pool:  # a budget no three items use up
         verdicts = pool.map(completions, ["7"] * 5)
         assert [v.reason for v in verdicts] == ["correct", "correct", "no_answer", "answer_too_long", "wrong"]
         assert pool.last_counts == {"cheap": 5, "sympy_here": 0, "sympy_workers": 0}
@@ -70,6 +70,24 @@ def test_workers_start_once_the_caller_has_spent_its_budget():
         assert [v.reward for v in pool.map(COMPLETIONS, ANSWERS)] == EXPECTED
         assert pool.last_counts == {"cheap": 0, "sympy_here": 0, "sympy_workers": 40}
         assert pool.running == 2
+
+
+def test_with_workers_up_each_call_goes_where_items_went_faster():
+    with VerifierPool(2, in_process_seconds=1e-9) as pool:
+        pool.start(wait_ready=True)
+        pool.map(COMPLETIONS[:4], ANSWERS[:4])  # first the way not yet timed: workers
+        assert pool.last_counts["sympy_workers"] == 4 and pool.seconds_per_item["here"] is None
+        pool.map(COMPLETIONS[:4], ANSWERS[:4])  # then here
+        assert pool.last_counts["sympy_here"] == 4 and None not in pool.seconds_per_item.values()
+        ways = []
+        for faster in ("here", "workers"):
+            pool.seconds_per_item = {"here": 1.0, "workers": 1.0, faster: 1e-9}  # stays the faster way
+            for _ in range(verifier_pool.PROBE_EVERY):
+                assert [v.reward for v in pool.map(COMPLETIONS[:4], ANSWERS[:4])] == EXPECTED[:4]
+                ways.append("here" if pool.last_counts["sympy_here"] else "workers")
+        # every PROBE_EVERY-th call (counting all calls) tries the slower way again
+        assert ways.count("here") == ways.count("workers") == verifier_pool.PROBE_EVERY
+        assert sorted(set(ways[:verifier_pool.PROBE_EVERY])) == ["here", "workers"]
 
 
 def test_verify_batch_off_the_main_thread_uses_workers():

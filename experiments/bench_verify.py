@@ -1,19 +1,25 @@
-"""Benchmark: verify_batch (worker processes) against a sequential loop, same run.
+"""Benchmark: verify_batch against sequential loops, same run.
 
     python -m experiments.bench_verify [--data ../shared/data/math500.jsonl] [--workers N]
 
 Verifies the boxed answer of every MATH500 reference solution against its answer:
   baseline    a sequential loop over math-verify (parse both, verify), as a plain script does
-  sequential  rlvr_env.verify in a loop (our extraction and string fast path, one process)
-  batch       rlvr_env.verify_batch with a warm, reused pool (as in training)
-and prints the speed-up ratios and the agreement of the three. ``--workload mismatched``
-boxes each row's answer against the next row's, so every item goes through sympy and
-the batch/sequential ratio measures the worker processes alone.
+  sequential  rlvr_env.verify in a loop (our extraction and fast paths, one process)
+  batch       rlvr_env.verify_batch's VerifierPool, workers started and warm (as in training)
+and prints the speed-up ratios, where the batch decided its items (here or in the workers)
+and the agreement of the three. Each timing is the best of interleaved samples (the machine
+may be shared): ``--trials`` of the baseline, and as many of the loop and the batch as fit
+in the same time; a sample repeats a fast method for at least 0.2 s.
+``--workload mismatched`` boxes each row's answer against the next row's, so most items
+are wrong answers that need sympy and the workers do the work. Their speed-up needs idle
+cores: where other sessions keep the cores busy, Linux's autogroup scheduler gives all
+processes of one session (the workers too) one fair share, and the ratio drops below 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -21,20 +27,32 @@ from pathlib import Path
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "math500.jsonl"
 
 
+def sample(fn, passes: int) -> float:
+    """Seconds per call of ``fn``, over ``passes`` calls."""
+    start = time.perf_counter()
+    for _ in range(passes):
+        fn()
+    return (time.perf_counter() - start) / passes
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench_verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--repeat", type=int, default=1, help="repeat the item list (a larger workload)")
+    parser.add_argument("--trials", type=int, default=5, help="timed runs of each method; the best is reported")
     parser.add_argument("--workload", choices=("solutions", "mismatched"), default="solutions",
-                        help="solutions: each reference solution vs its answer (mostly the string fast path); "
-                             "mismatched: each answer boxed against the next row's answer (every item needs sympy)")
+                        help="solutions: each reference solution vs its answer (cheap items: no sympy); "
+                             "mismatched: each answer boxed against the next row's answer (mostly sympy)")
+    parser.add_argument("--in-process-seconds", type=float, default=1.0,
+                        help="VerifierPool's in_process_seconds; 0 sends every sympy item to the workers")
     args = parser.parse_args(argv)
 
     from math_verify import parse, verify as mv_verify
 
     from rlvr_env import load_jsonl
-    from rlvr_env.verifier import VerifierPool, verify
+    from rlvr_env.verifier import verify
+    from rlvr_env.verifier_pool import VerifierPool
 
     rows = load_jsonl(args.data) * args.repeat
     answers = [r.answer for r in rows]
@@ -43,29 +61,42 @@ def main(argv=None) -> dict:
     else:
         completions = [f"\\boxed{{{answers[(i + 1) % len(rows)]}}}" for i in range(len(rows))]
 
-    start = time.perf_counter()
-    base = [bool(mv_verify(parse(f"${a}$"), parse(c))) for c, a in zip(completions, answers)]
-    t_base = time.perf_counter() - start
-
-    start = time.perf_counter()
-    seq = [verify(c, a).reward for c, a in zip(completions, answers)]
-    t_seq = time.perf_counter() - start
-
-    with VerifierPool(args.workers) as pool:
-        pool.map(completions[:8], answers[:8])  # warm-up: start the workers
-        start = time.perf_counter()
-        batch = [v.reward for v in pool.map(completions, answers)]
-        t_batch = time.perf_counter() - start
+    methods = {
+        "baseline": lambda: [float(bool(mv_verify(parse(f"${a}$"), parse(c)))) for c, a in zip(completions, answers)],
+        "sequential": lambda: [verify(c, a).reward for c, a in zip(completions, answers)],
+    }
+    times: dict[str, float] = {}
+    with VerifierPool(args.workers, in_process_seconds=args.in_process_seconds) as pool:
+        pool.start(wait_ready=True)  # warm, as in training
+        methods["batch"] = lambda: [v.reward for v in pool.map(completions, answers)]
+        outputs = {name: fn() for name, fn in methods.items()}  # also warms caches alike
+        # a sample repeats a method for at least 0.2 s, so that fast ones are timed reliably
+        # (garbage collection stays on, as in training: timeit would turn it off); in each trial
+        # the loop and the batch alternate for about as long as one baseline sample takes
+        one = {name: sample(fn, 1) for name, fn in methods.items()}
+        passes = {name: max(1, math.ceil(0.2 / t)) for name, t in one.items()}
+        rounds = max(1, int(one["baseline"] * passes["baseline"] / sum(one[k] * passes[k] for k in ("sequential", "batch"))))
+        ways = {"cheap": 0, "sympy_here": 0, "sympy_workers": 0}  # summed over the last call of each batch sample
+        for _ in range(args.trials):
+            for name in ["baseline"] + ["sequential", "batch"] * rounds:
+                times[name] = min(sample(methods[name], passes[name]), times.get(name, float("inf")))
+                if name == "batch":
+                    ways = {k: v + pool.last_counts[k] for k, v in ways.items()}
+        rates = {k: f"{1000 * v:.1f} ms" if v is not None else "-" for k, v in pool.seconds_per_item.items()}
 
     n = len(rows)
-    print(f"{n} items ({args.workload}), {args.workers} workers")
-    print(f"  baseline   math-verify loop   {t_base:7.2f} s   {n / t_base:7.1f} items/s   correct {sum(base)}")
-    print(f"  sequential verify() loop      {t_seq:7.2f} s   {n / t_seq:7.1f} items/s   correct {int(sum(seq))}")
-    print(f"  batch      verify_batch       {t_batch:7.2f} s   {n / t_batch:7.1f} items/s   correct {int(sum(batch))}")
-    print(f"ratio verify_batch vs math-verify loop: {t_base / t_batch:.2f}x")
-    print(f"ratio verify_batch vs verify() loop:    {t_seq / t_batch:.2f}x")
-    print(f"agreement verify_batch == verify(): {batch == seq}")
-    return {"baseline": t_base, "sequential": t_seq, "batch": t_batch}
+    print(f"{n} items ({args.workload}), {args.workers} workers, best of {args.trials} samples "
+          f"(loop and batch: {args.trials * rounds})")
+    for name, label in (("baseline", "math-verify loop"), ("sequential", "verify() loop"), ("batch", "verify_batch")):
+        print(f"  {name:<10} {label:<17} {times[name]:8.3f} s  {n / times[name]:9.1f} items/s"
+              f"   correct {int(sum(outputs[name]))}")
+    print(f"verify_batch, last call of each sample: {ways['cheap']} items without sympy, "
+          f"{ways['sympy_here']} with sympy here, {ways['sympy_workers']} in workers; "
+          f"wall per sympy item lately: here {rates['here']}, workers {rates['workers']}")
+    print(f"ratio verify_batch vs math-verify loop: {times['baseline'] / times['batch']:.2f}x")
+    print(f"ratio verify_batch vs verify() loop:    {times['sequential'] / times['batch']:.2f}x")
+    print(f"agreement verify_batch == verify(): {outputs['batch'] == outputs['sequential']}")
+    return times
 
 
 if __name__ == "__main__":

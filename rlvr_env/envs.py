@@ -105,7 +105,10 @@ def make_arithmetic_env(num_problems: int = 256, levels=(1, 2, 3, 4, 5), seed: i
     return MathEnv(arithmetic_problems(num_problems, levels, seed), **kwargs)
 
 
-def make_jsonl_env(path: str, limit: int | None = None, **kwargs) -> MathEnv:
+def make_jsonl_env(path: str | None = None, limit: int | None = None, **kwargs) -> MathEnv:
+    if path is None:
+        raise TypeError('rlvr/MathJsonl-v0 needs path, a JSONL file of problems, as in '
+                        'gymnasium.make("rlvr/MathJsonl-v0", path="../shared/data/math500.jsonl")')
     return MathEnv(load_jsonl(path, limit), **kwargs)
 
 

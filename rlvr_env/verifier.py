@@ -1,26 +1,35 @@
 """The verifier: final-answer extraction and equivalence, safe on hostile model output.
 
     verify(completion, answer) -> Verdict(reward, extracted, reason)
-    verify_batch(completions, answers) -> [Verdict]     (worker processes, in order)
+    verify_batch(completions, answers) -> [Verdict]     (same verdicts, in input order)
 
 Model output is untrusted input. It is parsed, never evaluated: extraction is a linear
 scan and regular expressions; equivalence is math-verify (LaTeX -> sympy, which keeps
 expressions symbolic). Only the last ``max_completion_chars`` characters are examined
 (final answers come last), an extracted answer longer than ``max_answer_chars`` is
 refused, and math-verify runs under its ``timeout`` (signal based: main thread only).
-``verify_batch`` adds a hard per-item deadline enforced by the parent process: a worker
-stuck in C code is terminated and the pool restarted. An answer that cannot be parsed
-gets reward 0 and a reason; no exception reaches the training loop.
+
+Verification is split per item into a cheap part (extraction, refusals, a string fast path
+and an exact comparison of plain numbers: microseconds) and the sympy part (milliseconds).
+``verify_batch`` does the cheap part in the calling process; the items that need sympy
+are done there too until it has spent ``in_process_seconds`` on them, then where items
+went faster lately: there or in worker processes, each item in a worker under a hard
+deadline enforced by the parent (a worker stuck in C code is killed and replaced). Workers are fresh interpreters that load this file by path: they
+never import the caller's ``__main__`` (a script without ``if __name__ == "__main__":``
+works) nor torch (``verifier_pool.py``). An answer that cannot be parsed gets reward 0 and a
+reason; no exception reaches the training loop. This file imports nothing from rlvr_env:
+workers load it alone.
 """
 
 from __future__ import annotations
 
-import atexit
-import multiprocessing as mp
 import re
+import signal
 import threading
 import time
 from collections.abc import Sequence
+from fractions import Fraction
+from multiprocessing.connection import Connection
 
 import attrs
 
@@ -64,7 +73,13 @@ class VerifyConfig:
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
 _GSM8K = re.compile(r"####\s*([^\n]+)")
 _ANSWER_IS = re.compile(r"(?i)(?:final answer|the answer)\s*(?:is|:)\s*:?\s*([^\n]+)")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+")
+# A number that stands alone: not glued to a letter, digit, underscore, dot or slash on
+# either side (``x2``, ``pwned_3``, ``v1.2.3``, ``step_000200``, ``runs/200``, ``3rd`` hold
+# none); a minus sign counts unless it follows such a character (``5-3`` -> 3). Thousands
+# separators need groups of three (``1,000``); a trailing sentence period, ``%`` or a
+# currency sign around the number is fine ("42.", "5%", "$1,000").
+_NUMBER = re.compile(r"(?<![\w./])-?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+|(?=\.[0-9]))(?:\.[0-9]+)?"
+                     r"(?:\s*/\s*[0-9]+)?(?![\w/]|[.,][0-9])")
 
 
 def last_boxed(text: str) -> str | None:
@@ -137,17 +152,27 @@ def normalize(s: str) -> str:
     return s.lower()
 
 
+_PLAIN_NUMBER = re.compile(r"-?(?:[0-9]{1,15}(?:\.[0-9]{1,6})?|\.[0-9]{1,6})")
+
+
+def plain_number(s: str) -> Fraction | None:
+    """The exact value of an integer or short decimal ("12", "-3.50", ".5"), else None.
+
+    Up to 15 digits before the point and 6 after, where math-verify's comparison is exact
+    (tests/test_verifier.py checks the two agree), so such pairs skip sympy.
+    """
+    s = s.strip()
+    return Fraction(s) if _PLAIN_NUMBER.fullmatch(s) else None
+
+
 def _parse(expr: str, timeout: int):
     from math_verify import parse
 
     return parse(f"\\boxed{{{expr}}}", parsing_timeout=timeout)
 
 
-def equivalent(extracted: str, answer: str, timeout: int) -> bool:
-    """Mathematical equivalence by math-verify (fractions, decimals, LaTeX, sets, intervals,
-    tuples, degrees, \\text{} wrappers), after a string fast path."""
-    if normalize(extracted) == normalize(answer):
-        return True
+def sympy_equivalent(extracted: str, answer: str, timeout: int) -> bool:
+    """math-verify's equivalence: fractions, decimals, LaTeX, sets, intervals, tuples, degrees."""
     from math_verify import verify as mv_verify
 
     gold, pred = _parse(answer, timeout), _parse(extracted, timeout)
@@ -156,10 +181,15 @@ def equivalent(extracted: str, answer: str, timeout: int) -> bool:
     return bool(mv_verify(gold, pred, timeout_seconds=timeout))
 
 
-def verify(completion: str, answer: str, config: VerifyConfig = VerifyConfig()) -> Verdict:
-    """Score one completion against the reference answer (main thread: math-verify uses signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("verify() must run on a main thread (math-verify times out with signals); use verify_batch")
+# ----------------------------------------------------------------- one item: cheap part, sympy part
+
+
+def cheap_verdict(completion: str, answer: str, config: VerifyConfig, normal_answer: str | None = None) -> Verdict | str:
+    """The final verdict when it needs no sympy, else the extracted answer (a str) for sympy.
+
+    No sympy: not a string, no answer, an answer too long, equal after ``normalize``, or two
+    plain numbers (compared exactly). ``normal_answer``: ``normalize(answer)`` if known.
+    """
     if not isinstance(completion, str) or not isinstance(answer, str):
         return Verdict(0.0, None, f"error: completion and answer must be str, got {type(completion).__name__}")
     extracted = extract_answer(completion[-config.max_completion_chars:], config.extractors)
@@ -167,96 +197,55 @@ def verify(completion: str, answer: str, config: VerifyConfig = VerifyConfig()) 
         return Verdict(0.0, None, "no_answer")
     if len(extracted) > config.max_answer_chars:
         return Verdict(0.0, extracted[:80] + "...", "answer_too_long")
+    if normalize(extracted) == (normalize(answer) if normal_answer is None else normal_answer):
+        return Verdict(1.0, extracted, "correct")
+    x, y = plain_number(extracted), plain_number(answer)
+    if x is not None and y is not None:
+        return Verdict(float(x == y), extracted, "correct" if x == y else "wrong")
+    return extracted
+
+
+def sympy_verdict(extracted: str, answer: str, timeout: int) -> Verdict:
+    """The verdict of math-verify on an extracted answer (main thread of a process)."""
     start = time.monotonic()
     try:
-        ok = equivalent(extracted, answer, config.timeout)
+        ok = sympy_equivalent(extracted, answer, timeout)
     except Exception as exc:  # a parser bug must not stop training
         return Verdict(0.0, extracted, f"error: {type(exc).__name__}: {str(exc)[:200]}")
     if ok:
         return Verdict(1.0, extracted, "correct")
-    timed_out = time.monotonic() - start >= config.timeout
-    return Verdict(0.0, extracted, "timeout" if timed_out else "wrong")
+    return Verdict(0.0, extracted, "timeout" if time.monotonic() - start >= timeout else "wrong")
 
 
-# ----------------------------------------------------------------- worker processes
-
-
-def _verify_chunk(items: list[tuple[str, str]], config: VerifyConfig) -> list[Verdict]:
-    return [verify(c, a, config) for c, a in items]
-
-
-class VerifierPool:
-    """Verifies in worker processes (each its own main thread), in order, reusing the pool.
-
-    Items go to the workers in chunks of up to 16. A chunk of n items gets a hard deadline
-    of n * (3 * timeout + grace) seconds once its turn comes; past it its first item is
-    scored ``timeout``, the pool is terminated and restarted, and the items after that one
-    are submitted again.
-    """
-
-    def __init__(self, workers: int | None = None, config: VerifyConfig = VerifyConfig(), grace: float = 5.0):
-        self.workers = workers or max(1, mp.cpu_count())
-        self.config = config
-        self.deadline = 3 * config.timeout + grace
-        self._pool = None
-
-    def _ensure(self):
-        if self._pool is None:
-            ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["rlvr_env.verifier", "math_verify"])
-            self._pool = ctx.Pool(self.workers)
-        return self._pool
-
-    def map(self, completions: Sequence[str], answers: Sequence[str]) -> list[Verdict]:
-        if len(completions) != len(answers):
-            raise ValueError(f"{len(completions)} completions but {len(answers)} answers")
-        results: list[Verdict | None] = [None] * len(completions)
-        next_item = 0
-        while next_item < len(completions):
-            pool = self._ensure()
-            size = max(1, min(16, (len(completions) - next_item) // (4 * self.workers)))
-            starts = range(next_item, len(completions), size)
-            jobs = [(s, pool.apply_async(_verify_chunk, ([(completions[i], answers[i]) for i in range(s, min(s + size, len(completions)))], self.config)))
-                    for s in starts]
-            for s, job in jobs:
-                try:
-                    verdicts = job.get(timeout=self.deadline * size)
-                except mp.TimeoutError:
-                    results[s] = Verdict(0.0, None, "timeout")  # the chunk's first unfinished item is blamed
-                    self.close()  # a worker may be stuck in C code: kill them all, restart
-                    next_item = s + 1
-                    break
-                results[s:s + len(verdicts)] = verdicts
-            else:
-                next_item = len(completions)
-        return results  # type: ignore[return-value]
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-_POOLS: dict[tuple, VerifierPool] = {}
-
-
-@atexit.register
-def _close_pools() -> None:
-    for pool in _POOLS.values():
-        pool.close()
+def verify(completion: str, answer: str, config: VerifyConfig = VerifyConfig()) -> Verdict:
+    """Score one completion against the reference answer (main thread: math-verify uses signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("verify() must run on a main thread (math-verify times out with signals); use verify_batch")
+    verdict = cheap_verdict(completion, answer, config)
+    return verdict if isinstance(verdict, Verdict) else sympy_verdict(verdict, answer, config.timeout)
 
 
 def verify_batch(completions: Sequence[str], answers: Sequence[str], config: VerifyConfig = VerifyConfig(),
                  workers: int | None = None) -> list[Verdict]:
-    """``verify`` for many items in worker processes, results in input order; the pool is reused."""
-    key = (workers, config)
-    if key not in _POOLS:
-        _POOLS[key] = VerifierPool(workers, config)
-    return _POOLS[key].map(completions, answers)
+    """``verify`` for many items, results in input order, from any thread, also in a script
+    without a main guard: ``rlvr_env.verifier_pool.VerifierPool`` (kept and reused)."""
+    from rlvr_env.verifier_pool import shared_pool
+
+    return shared_pool(workers, config).map(completions, answers)
+
+
+# ----------------------------------------------------------------- worker side (see verifier_pool.py)
+
+
+def _serve(read_fd: int, write_fd: int) -> None:
+    """Worker loop: (extracted, answer, timeout) in, (reward, extracted, reason) out, until EOF."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which closes the pool
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    sympy_verdict("1/2", "0.5", 60)  # import and warm math-verify before saying "ready"
+    outbox.send("ready")
+    while True:
+        try:
+            extracted, answer, timeout = inbox.recv()
+        except EOFError:
+            return
+        outbox.send(attrs.astuple(sympy_verdict(extracted, answer, timeout)))

@@ -88,6 +88,13 @@ def test_check_env_jsonl():
     check_env(gym.make("rlvr/MathJsonl-v0", path=str(DATA / "math500.jsonl"), limit=30).unwrapped)
 
 
+def test_jsonl_env_without_path_says_to_pass_path(tmp_path):
+    with pytest.raises(TypeError, match=r'needs path, a JSONL file of problems, as in gymnasium.make\("rlvr/MathJsonl-v0", path='):
+        gym.make("rlvr/MathJsonl-v0")
+    with pytest.raises(FileNotFoundError, match="no such problem file"):
+        gym.make("rlvr/MathJsonl-v0", path=str(tmp_path / "absent.jsonl"))
+
+
 def test_math_env_rewards_and_grouped_form():
     env = gym.make("rlvr/Arithmetic-v0", num_problems=10, group_size=3)
     obs, info = env.reset(seed=0, options={"index": 2})

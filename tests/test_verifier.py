@@ -1,13 +1,15 @@
 """Extraction and equivalence on hand-made cases, the shared benchmarks, hostile output."""
 
-import os
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from rlvr_env import load_jsonl
-from rlvr_env.verifier import VerifyConfig, extract_answer, last_boxed, verify, verify_batch
+from rlvr_env.verifier import VerifyConfig, extract_answer, last_boxed, plain_number, sympy_equivalent, verify, verify_batch
+from rlvr_env.verifier_pool import VerifierPool
 from tests.verifier_cases import CASES
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -36,6 +38,18 @@ def test_extraction_rules():
     assert extract_answer("x = 3, y = -4.5") == "-4.5"
     assert extract_answer(r"\boxed{") is None  # a malformed box is no answer, not "last number"
     assert extract_answer("12 and 13", extractors=("boxed",)) is None
+    # the last number stands alone: digits glued to a word, identifier, version or path are not one
+    for text in ("pwned_3", "x2", "v1.2.3", "1.2.3", "step_000200", "runs/200", "3rd", "H2O", "x_2"):
+        assert extract_answer(text) is None, text
+    assert extract_answer("we get 12, then x2 and step_3") == "12"
+    assert extract_answer("the answer is 42.") == "42"
+    assert extract_answer("we get 42.") == "42"
+    assert extract_answer("x = -3.5") == "-3.5"
+    assert extract_answer("it costs $1,000.") == "1000"
+    assert extract_answer("a rise of 5%") == "5"
+    assert extract_answer("so x=.5") == ".5"
+    assert extract_answer("5-3") == "3"  # a minus after a digit is subtraction, not a sign
+    assert extract_answer("a ratio of 3 / 4") == "3/4"
     with pytest.raises(ValueError, match="extractors"):
         VerifyConfig(extractors=("nope",))
 
@@ -64,8 +78,9 @@ def test_gsm8k_reference_answers_verify():
     assert ok == len(rows)
 
 
-HOSTILE = [
+HOSTILE = [  # scored against the answer "5"
     "x" * 1_000_000,
+    "pwned_5", "x5", "v1.2.5", "step_000005", "runs/5", "5th",  # a 5 that is no number
     "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}",
     "{" * 10_000,
     r"\boxed{__import__('os').system('touch /tmp/rlvr_pwned')}",
@@ -86,17 +101,46 @@ def test_hostile_completions_return_fast_score_zero_and_execute_nothing():
         verdict = verify(text, "5", config)
         assert verdict.reward == 0.0, verdict
         assert time.monotonic() - start < 3 * config.timeout + 1, text[:40]
-    start = time.monotonic()
-    verdicts = verify_batch(HOSTILE, ["5"] * len(HOSTILE), config, workers=2)
+    with VerifierPool(2, config, in_process_seconds=0) as pool:  # every sympy item in a worker
+        start = time.monotonic()
+        verdicts = pool.map(HOSTILE, ["5"] * len(HOSTILE))
+        assert pool.last_counts["sympy_here"] == 0 and pool.last_counts["sympy_workers"] >= 4
     assert [v.reward for v in verdicts] == [0.0] * len(HOSTILE)
     assert time.monotonic() - start < len(HOSTILE) * (3 * config.timeout + 1)
     assert not marker.exists()
 
 
 def test_verify_batch_keeps_order_and_matches_verify():
-    completions = [rf"\boxed{{{i}}}" if i % 3 else "no answer" for i in range(40)]
-    answers = [str(i if i % 2 else i + 1) for i in range(40)]
-    batch = verify_batch(completions, answers, workers=2)
-    assert batch == [verify(c, a) for c, a in zip(completions, answers)]
+    completions = [rf"\boxed{{\frac{{{i}}}{{4}}}}" if i % 3 else ("no answer" if i % 2 else rf"\boxed{{{i}}}")
+                   for i in range(40)]
+    answers = [str(i / 4 if i % 2 else i + 1) for i in range(40)]
+    expected = [verify(c, a) for c, a in zip(completions, answers)]
+    assert {v.reason for v in expected} == {"correct", "wrong", "no_answer"}
+    assert verify_batch(completions, answers, workers=2) == expected
+    with VerifierPool(2, in_process_seconds=0) as pool:
+        assert pool.map(completions, answers) == expected
+        assert pool.last_counts == {"cheap": 7 + 7, "sympy_here": 0, "sympy_workers": 26}
+    # a group shares one answer (normalized once), and bad input gets the verdict verify gives it
+    group = [r"\boxed{\frac{1}{2}}", r"\boxed{0.50}", "the answer is $.5$", r"\boxed{1/3}", None, "#### 0.5"]
+    answers = ["0.5"] * 5 + [["0.5"]]
+    assert verify_batch(group, answers) == [verify(c, a) for c, a in zip(group, answers)]
+    assert [v.reward for v in verify_batch(group, answers)] == [1, 1, 1, 0, 0, 0]
     with pytest.raises(ValueError, match="completions but"):
         verify_batch(["a"], [])
+
+
+numbers = st.one_of(st.integers(-10**15 + 1, 10**15 - 1).map(str),
+                    st.decimals(-10**6, 10**6, places=6, allow_nan=False, allow_infinity=False).map(lambda d: f"{d:f}"),
+                    st.sampled_from(["0", "-0", "007", ".5", "-.5", "0.50", "1.000001", "1.000010"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(numbers, numbers, st.sampled_from(["other", "same", "nudged"]))
+def test_plain_number_fast_path_agrees_with_math_verify(x, y, how):
+    if how == "same":  # the same value with six decimals
+        y = f"{Decimal(x):.6f}"
+    elif how == "nudged":  # one millionth away
+        y = f"{Decimal(x) + Decimal('0.000001'):f}"
+    fx, fy = plain_number(x), plain_number(y)
+    assert fx is not None and fy is not None
+    assert (fx == fy) == sympy_equivalent(x, y, timeout=10)

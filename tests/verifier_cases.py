@@ -30,6 +30,13 @@ CASES = [
     ("Final answer: $\\frac{7}{2}$", "3.5", 1),
     ("we get 3 then 5 and finally 12", "12", 1),
     ("the total is 12.50 dollars", "12.5", 1),
+    ("x = -3.5", "-3.5", 1),
+    ("it costs $1,000 in total", "1000", 1),
+    ("prices rose 5%", "5", 1),  # the percent sign is dropped, as MATH answers percents
+    ("so 12 it is; see step_000200 and x2", "12", 1),  # identifiers after the number are no numbers
+    ("7 points, in 2nd place", "7", 1),
+    (r"\boxed{5.0}", "5", 1),  # plain numbers compare exactly
+    (r"\boxed{007}", "7", 1),
     # near misses
     (r"\boxed{\frac{1}{3}}", "0.33", 0),
     (r"\boxed{0.333}", r"\frac{1}{3}", 0),
@@ -42,6 +49,14 @@ CASES = [
     (r"\boxed{6+5i}", "6-5i", 0),
     (r"\boxed{2x+1}", "2(x+1)", 0),
     (r"first \boxed{7}, but after checking \boxed{8}", "7", 0),
+    # digits inside a word or identifier are no number
+    ("pwned_3", "3", 0),
+    ("the value of x2", "2", 0),
+    ("released as v1.2.3", "3", 0),
+    ("version 1.2.3", "0.3", 0),  # not ".3"
+    ("checkpoint step_000200", "200", 0),
+    ("see runs/200", "200", 0),
+    ("it came 3rd", "3", 0),
     # malformed or missing
     ("", "5", 0),
     ("I am not sure.", "5", 0),

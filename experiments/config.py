@@ -21,7 +21,8 @@ from algorithms.algorithm import algorithm_label
 from algorithms.registry import build_params
 from experiments.checkpoint import list_checkpoints
 from experiments.engine import LocalEngine
-from experiments.optim import OptimParams, build_optimizer
+from experiments.evaluation import build_evaluator
+from experiments.optim import OptimParams, build_optimizer, build_scheduler
 from experiments.trainer import Trainer, TrainParams
 from policies import POLICIES
 from rlvr_env import TASKS
@@ -58,11 +59,15 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None) -> Trainer:
     task = entry.target(env_params, seed=seed)
     if train.prompts_per_step > len(task):
         raise ConfigError(f"train.prompts_per_step: {train.prompts_per_step} exceeds the {len(task)} prompts of env {entry.name!r}")
-    policy = POLICIES.build(cfg["policy"], "policy")(task)
     algorithm = build_algorithm(cfg["algo"], cfg.get("reweight"))
-    engine = LocalEngine(build_optimizer(optim, policy.parameters()))
+    # The policy keeps a frozen reference (or knows to switch its adapter off) only with a KL penalty.
+    policy = POLICIES.build(cfg["policy"], "policy")(task, algorithm.kl_beta > 0)
+    evaluator = build_evaluator(cfg.get("eval"), task, policy)
+    optimizer = build_optimizer(optim, policy.parameters())
+    optimizer_steps = train.steps * train.ppo_epochs * train.minibatches
+    engine = LocalEngine(optimizer, build_scheduler(optim, optimizer, optimizer_steps))
     return Trainer(train, task, policy, engine, algorithm, optim.max_grad_norm, seed, run_dir, logger,
-                   exact=exact_view(task, policy))
+                   exact=exact_view(task, policy), evaluator=evaluator)
 
 
 def resolve_config(cfg: DictConfig, overrides: list[str]) -> tuple[dict[str, Any], Path, bool]:

@@ -21,8 +21,8 @@ from algorithms.algorithm import algorithm_label
 from algorithms.registry import build_params
 from experiments.checkpoint import list_checkpoints
 from experiments.engine import LocalEngine
-from experiments.evaluator import EvalParams, evaluate
-from experiments.optim import OptimParams, build_optimizer
+from experiments.evaluator import EvalParams, PeriodicEval
+from experiments.optim import OptimParams, build_optimizer, build_scheduler
 from experiments.trainer import Trainer, TrainParams
 from policies import POLICIES
 from policies.base import AnswerDistribution
@@ -61,26 +61,28 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None) -> Trainer:
     task = entry.target(env_params, seed=seed)
     if train.prompts_per_step > len(task):
         raise ConfigError(f"train.prompts_per_step: {train.prompts_per_step} exceeds the {len(task)} prompts of env {entry.name!r}")
-    policy = POLICIES.build(cfg["policy"], "policy")(task)
     algorithm = build_algorithm(cfg["algo"], cfg.get("reweight"))
-    engine = LocalEngine(build_optimizer(optim, policy.parameters()))
-    evaluator = build_evaluator(cfg, task, policy) if train.eval_every else None
+    # The policy keeps a frozen reference (or knows to switch its adapter off) only with a KL penalty.
+    policy = POLICIES.build(cfg["policy"], "policy")(task, algorithm.kl_beta > 0)
+    evaluator = build_evaluator(cfg, train.eval_every, task, policy) if train.eval_every else None
+    optimizer = build_optimizer(optim, policy.parameters())
+    optimizer_steps = train.steps * train.ppo_epochs * train.minibatches
+    engine = LocalEngine(optimizer, build_scheduler(optim, optimizer, optimizer_steps))
     return Trainer(train, task, policy, engine, algorithm, optim.max_grad_norm, seed, run_dir, logger,
                    exact=exact_view(task, policy), evaluator=evaluator)
 
 
-def build_evaluator(cfg: dict[str, Any], task, policy):
-    """``(policy) -> eval/* scalars`` on the env's held-out problems (the tabular policy: its own
-    prompts, with the exact pass@k beside the estimate)."""
+def build_evaluator(cfg: dict[str, Any], every: int, task, policy) -> PeriodicEval:
+    """The evaluation of ``train.eval_every``: the env's held-out problems (the tabular policy:
+    its own prompts, with the exact pass@k beside the estimate), ``eval.*`` settings."""
     params = build_params(EvalParams, {**cfg.get("eval", {}), "bootstrap": 0}, "eval")
     if isinstance(policy, AnswerDistribution):
-        target, exact = task, exact_view(task, policy)
-    else:
-        heldout = getattr(task, "heldout", None) or []
-        if not heldout:
-            raise ConfigError(f"train.eval_every: env {cfg['env']['name']!r} keeps no held-out problems (set env.heldout)")
-        target, exact = MathTask(heldout, [], seed=0, template=cfg["env"].get("template", "boxed"), name="heldout"), None
-    return lambda current: evaluate(current, target, params, exact=exact).scalars("eval")
+        return PeriodicEval(every, task, params, exact_view(task, policy))
+    heldout = getattr(task, "heldout", None) or []
+    if not heldout:
+        raise ConfigError(f"train.eval_every: env {cfg['env']['name']!r} keeps no held-out problems (set env.heldout)")
+    target = MathTask(heldout, [], seed=0, template=cfg["env"].get("template", "boxed"), name="heldout")
+    return PeriodicEval(every, target, params, None)
 
 
 def resolve_config(cfg: DictConfig, overrides: list[str]) -> tuple[dict[str, Any], Path, bool]:

@@ -148,7 +148,32 @@ def evaluate(policy, task: Task, params: EvalParams = EvalParams(), exact: Exact
     return Evaluation(dict(metrics), samples)
 
 
-# Columns of the Markdown / terminal tables (metrics not computed are left out).
+@attrs.frozen
+class PeriodicEval:
+    """The trainer's evaluation hook (``train.eval_every``): ``every`` and ``(policy) -> eval/* tensors``."""
+
+    every: int
+    task: Task
+    params: EvalParams
+    exact: ExactTask | None = None
+
+    def __call__(self, policy) -> dict[str, torch.Tensor]:
+        """``eval/accuracy`` (mean@n), ``eval/accuracy_{hard,medium,easy}``, ``eval/level{k}``,
+        ``eval/pass@k``, ``eval/maj@k`` (and ``eval/exact_pass@k``), ``eval/length_mean``,
+        ``eval/no_answer_frac``."""
+        metrics = evaluate(policy, self.task, self.params, exact=self.exact).metrics
+        mean = f"mean@{self.params.n}"
+        out = {"eval/accuracy": metrics["all"][mean]["value"]}
+        for group, values in metrics.items():
+            if group in BUCKETS:
+                out[f"eval/accuracy_{group}"] = values[mean]["value"]
+            elif group.startswith("level "):
+                out[f"eval/level{group[6:]}"] = values[mean]["value"]
+        out.update({f"eval/{name}": m["value"] for name, m in metrics["all"].items()
+                    if name.startswith(("pass@", "maj@", "exact_pass@")) or name in ("length_mean", "no_answer_frac")})
+        return {k: torch.tensor(v) for k, v in out.items()}
+
+
 def table(evaluation: Evaluation, title: str) -> str:
     """A Markdown table: one row per group, value [95% CI] per metric."""
     names = list(evaluation.metrics["all"])

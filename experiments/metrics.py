@@ -90,3 +90,34 @@ def to_host(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
     keys = list(metrics)
     values = torch.stack([metrics[k].detach().float().cpu().reshape(()) for k in keys]).tolist()
     return dict(zip(keys, values))
+
+
+def response_metrics(rollout) -> dict[str, torch.Tensor]:
+    """Lengths of every response sampled this step (all filter rounds); for text policies also
+    the truncated fraction and the mean per-token entropy of the sampling distribution.
+
+        response/length_mean, response/length_max   tokens per response
+        response/truncated_frac                      cut at the generation budget (no stop token)
+        response/entropy                             mean over response tokens
+    """
+    lengths = rollout.mask.sum(dim=1)  # (B,)
+    m = {"response/length_mean": lengths.float().mean(), "response/length_max": lengths.max().float()}
+    if rollout.truncated is not None:
+        m["response/truncated_frac"] = rollout.truncated.float().mean()
+    if rollout.entropy is not None:
+        m["response/entropy"] = nan_masked_mean(rollout.entropy, rollout.mask)
+    return m
+
+
+def speed_metrics(timing: dict[str, float], lengths: torch.Tensor) -> dict[str, float]:
+    """Wall-clock seconds per phase (``time/*``) and generated tokens per second of sampling
+    (``speed/tokens_per_s``). Read from the host clock: never part of the history."""
+    tokens = float(lengths.sum())
+    sampling = timing.get("time/sample_s", 0.0)
+    return {**timing, "speed/tokens_per_s": tokens / sampling if sampling > 0 else math.nan}
+
+
+def reweight_weights(advantages: torch.Tensor, weighted: torch.Tensor) -> torch.Tensor:
+    """[n] the reweighting factors A' / A of every response with a non-zero advantage (for a histogram)."""
+    nonzero = advantages != 0
+    return (weighted[nonzero] / advantages[nonzero]).flatten()

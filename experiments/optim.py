@@ -1,11 +1,13 @@
-"""Optimizer config (one attrs class) and its builder."""
+"""Optimizer and learning-rate schedule config (one attrs class) and their builders."""
 
 from __future__ import annotations
+
+import math
 
 import attrs
 import torch
 
-from algorithms.registry import ge, gt, one_of
+from algorithms.registry import between, ge, gt, integer, one_of
 
 
 @attrs.frozen
@@ -13,11 +15,17 @@ class OptimParams:
     name: str = attrs.field(default="adam", validator=one_of("adam", "adamw", "sgd"))
     """Optimizer: adam, adamw or sgd."""
     lr: float = attrs.field(default=1e-6, validator=gt(0.0))
-    """Learning rate (each policy preset sets its own)."""
+    """Peak learning rate (each policy preset sets its own)."""
     weight_decay: float = attrs.field(default=0.0, validator=ge(0.0))
     """Weight decay (decoupled for adamw)."""
     max_grad_norm: float | None = attrs.field(default=1.0, validator=gt(0.0))
     """Clip the global gradient norm to this value (None: no clipping, norm still logged)."""
+    warmup_steps: int = attrs.field(default=0, validator=integer(0))
+    """Optimizer steps of linear warm-up: step k (from 0) uses lr * (k + 1) / warmup_steps."""
+    schedule: str = attrs.field(default="constant", validator=one_of("constant", "linear", "cosine"))
+    """After warm-up: constant, or a linear / cosine decay to lr * min_lr_ratio at the last optimizer step."""
+    min_lr_ratio: float = attrs.field(default=0.0, validator=between(0.0, 1.0))
+    """Final learning rate of a decaying schedule, as a fraction of lr."""
 
 
 def build_optimizer(params: OptimParams, parameters) -> torch.optim.Optimizer:
@@ -26,3 +34,22 @@ def build_optimizer(params: OptimParams, parameters) -> torch.optim.Optimizer:
         return torch.optim.SGD(parameters, lr=params.lr, weight_decay=params.weight_decay)
     cls = torch.optim.AdamW if params.name == "adamw" else torch.optim.Adam
     return cls(parameters, lr=params.lr, weight_decay=params.weight_decay)
+
+
+def lr_factor(step: int, params: OptimParams, total_steps: int) -> float:
+    """Multiplier of ``params.lr`` at optimizer step ``step`` (0-based) of ``total_steps``."""
+    if step < params.warmup_steps:
+        return (step + 1) / params.warmup_steps
+    if params.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - params.warmup_steps) / max(1, total_steps - 1 - params.warmup_steps))
+    shape = 1.0 - progress if params.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return params.min_lr_ratio + (1.0 - params.min_lr_ratio) * shape
+
+
+def build_scheduler(params: OptimParams, optimizer: torch.optim.Optimizer, total_steps: int):
+    """A ``LambdaLR`` stepped once per optimizer step, or None for a constant rate without
+    warm-up (then nothing touches the learning rate at all)."""
+    if params.schedule == "constant" and params.warmup_steps == 0:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, params, total_steps))

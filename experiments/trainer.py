@@ -12,6 +12,8 @@ time), the ``Policy`` protocol and an ``Engine`` (which owns the optimizer).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -56,8 +58,13 @@ class TrainParams:
     progress: bool = True
     """Show a progress bar."""
     eval_every: int = attrs.field(default=0, validator=integer(0))
-    """Evaluate on the env's held-out problems every N steps (``eval.*`` settings) and log
+    """Evaluate on the env's held-out problems every N steps (``eval.*`` settings; also at step 0 and before the last update) and log
     ``eval/*`` (0: never). The tabular policy is evaluated on its own prompts."""
+    samples_every: int = attrs.field(default=10, validator=integer(0))
+    """Every N steps write a few sampled completions (TensorBoard text) and the reweighting
+    weights (histogram); 0: never."""
+    samples_shown: int = attrs.field(default=4, validator=integer(1))
+    """Completions written each time (the first response of as many groups)."""
 
 
 @attrs.frozen
@@ -81,17 +88,18 @@ class Trainer:
     """Owns the stateful parts of a run: policy, engine (optimizer), reweighter, RNGs, step.
 
     ``exact`` is the task as an ``ExactTask`` when exact success probabilities exist for this
-    policy (``rlvr_env.protocol.exact_view``), else None.
+    policy (``rlvr_env.protocol.exact_view``), else None. ``evaluator`` is an optional
+    held-out evaluation (``experiments.evaluator.PeriodicEval``): ``every`` and a call
+    ``(policy) -> metrics`` that leaves the training RNGs alone.
     """
 
     def __init__(self, params: TrainParams, task: Task, policy: Policy, engine: Engine, algorithm: Algorithm,
                  max_grad_norm: float | None, seed: int, run_dir: Path, logger=None, exact: ExactTask | None = None,
-                 evaluator=None):
+                 evaluator: Callable | None = None):
         self.params = params
         self.task = task
         self.exact = exact
         self.evaluator = evaluator
-        """``(policy) -> {tag: value}`` run every ``eval_every`` steps (None: no evaluation)."""
         self.policy = policy
         self.engine = engine
         self.algo = algorithm
@@ -105,43 +113,70 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
-        batch = self.collect()  # every group sampled this step (several rounds with a filter)
+        """One step; returns its metrics (the history keeps all but the wall-clock ``time/*``
+        and ``speed/*`` ones, so that equal seeds give equal histories)."""
+        timing: dict[str, float] = {}
+        held_out = self.evaluate(timing)  # the policy that samples this step, like accuracy/batch
+        batch = self.collect(timing)  # every group sampled this step (several rounds with a filter)
         rewards = self.algo.shape(batch.raw_rewards, batch.lengths)  # (N, G)
         advantages = self.algo.advantage(rewards)  # (N, G)
         weighted, reweight_stats = self.algo.reweighter(advantages, rewards)  # (N, G)
         train = batch.train_groups  # (n,) groups that enter the update (first P kept)
         rollout = batch.rollout.select_groups(train).with_(advantages=weighted[train].reshape(-1))  # (n * G,)
+        start = time.perf_counter()
         loss_stats = self.update(rollout)
         self.policy.sync_sampler()  # new weights into a separate generation engine, if any
+        timing["time/update_s"] = time.perf_counter() - start
 
         step_metrics = M.group_metrics(batch.raw_rewards, advantages, weighted, self.task.bucket(batch.prompts), batch.p_true)
         step_metrics.update(batch.stats)
         step_metrics.update(reweight_stats)
         step_metrics.update(loss_stats)
+        step_metrics.update(M.response_metrics(batch.rollout))
+        step_metrics.update(held_out)
         if self.exact is not None:
             step_metrics.update(M.exact_accuracy(self.exact.success_probability(self.policy), self.exact.buckets))
             step_metrics.update(self.exact.policy_metrics(self.policy))
         self.step += 1
         values = M.to_host(step_metrics)  # the one host sync of the step
-        if self.evaluator is not None and self.params.eval_every and self.step % self.params.eval_every == 0:
-            values.update(self.evaluator(self.policy))
         self.history.append(values)
+        values = {**values, **M.speed_metrics(timing, batch.lengths)}
         if self.logger is not None:
             self.logger.log(self.step, values)
+            if self.params.samples_every and self.step % self.params.samples_every == 0:
+                self.logger.log_samples(self.step, batch.prompts, batch.rollout, batch.raw_rewards, self.params.samples_shown)
+                self.logger.log_histogram(self.step, "reweight/weights", M.reweight_weights(advantages, weighted))
         return values
 
-    def collect(self) -> "StepBatch":
+    def evaluate(self, timing: dict[str, float]) -> dict[str, torch.Tensor]:
+        """Held-out metrics of the current policy when due (step 0, every ``evaluator.every``
+        steps, and before the last update), else nothing."""
+        ev = self.evaluator
+        if ev is None or not (self.step % ev.every == 0 or self.step + 1 == self.params.steps):
+            return {}
+        start = time.perf_counter()
+        metrics = ev(self.policy)
+        timing["time/eval_s"] = time.perf_counter() - start
+        return metrics
+
+    def collect(self, timing: dict[str, float] | None = None) -> "StepBatch":
         """Sample P prompts x G responses and score them; with a filter, sample more rounds
         (up to ``filter.max_extra_rounds``) until P groups pass, then keep the first P."""
         t, exact = self.params, self.exact
+        timing = {} if timing is None else timing
+        clock = {"time/sample_s": 0.0, "time/reward_s": 0.0}
         rounds: list[tuple] = []
         passed = 0
         for round_ in range(1 + self.algo.filter.max_extra_rounds):
             shared = self.prompt_source is not None and round_ == 0  # extra filter rounds draw privately
             prompts = self.prompt_source(t.prompts_per_step) if shared else self.task.sample_prompts(t.prompts_per_step)
             p_true = exact.success_probability(self.policy, prompts.index) if exact else None  # exact p before sampling
+            start = time.perf_counter()
             rollout = self.policy.sample(prompts, t.group_size, self.generator)  # B = P * G responses
+            scored = time.perf_counter()
             raw = self.engine.gather(self.task.rewards(prompts, rollout))  # (P, G), every process's groups
+            clock["time/sample_s"] += scored - start
+            clock["time/reward_s"] += time.perf_counter() - scored
             check_rewards(raw, self.step + 1)
             keep = self.algo.filter.keep(raw)  # (P,)
             rounds.append((prompts, rollout, raw, p_true, keep))
@@ -150,6 +185,7 @@ class Trainer:
             passed += int(keep.sum())  # rewards live on the host: no device sync
             if passed >= t.prompts_per_step:
                 break
+        timing.update(clock)
         prompts, rollout, raw, p_true, keep = zip(*rounds)
         keep = torch.cat(keep)  # (N,)
         train = keep.nonzero().squeeze(1)[: t.prompts_per_step]
@@ -189,7 +225,8 @@ class Trainer:
                 micro = mb.split(self.params.micro_batch_size or len(mb))
                 loss = torch.zeros(())
                 for k, part in enumerate(micro):
-                    logp = self.policy.logprobs(part)  # (b, T)
+                    logp = self.policy.logprobs(part)  # (b, T) on the policy's device
+                    part = part.to(logp.device)
                     part_loss, stats = self.algo.objective(logp, part, totals)
                     self.engine.backward(part_loss, sync=k == len(micro) - 1)
                     loss = loss + part_loss.detach()
@@ -220,6 +257,8 @@ class Trainer:
             raise
         if not self.history or not (every and self.step % every == 0):
             self.save()
+        if self.engine.is_main:
+            self.policy.save_model(self.run_dir / "model")  # transformers: from_pretrained(run_dir / "model")
         return self.history
 
     # ------------------------------------------------------------ state

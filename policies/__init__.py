@@ -1,9 +1,13 @@
-"""Policies: the ``Policy`` protocol and its backends (tabular; transformers and vLLM later).
+"""Policies: the ``Policy`` protocol and its backends (tabular, transformers; vLLM later).
 
-``POLICIES`` maps a policy config name to a builder ``(task) -> Policy``.
+``POLICIES`` (``policies.registry``) maps a policy config name to a builder
+``(task, reference) -> Policy``; importing this package registers every backend (the
+transformers one imports transformers only when it builds).
 """
 
+from policies import hf, tiny_qwen3  # noqa: F401  (register "hf" and "tiny-qwen3")
 from policies.base import Policy, PromptBatch, Rollout
-from policies.tabular import POLICIES, TabularParams, TabularPolicy
+from policies.registry import POLICIES
+from policies.tabular import TabularParams, TabularPolicy
 
 __all__ = ["POLICIES", "Policy", "PromptBatch", "Rollout", "TabularParams", "TabularPolicy"]

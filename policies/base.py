@@ -6,6 +6,7 @@ only uses the ``Policy`` protocol, so it never knows which backend it drives.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -71,8 +72,10 @@ class Rollout:
     """[B, T] reference-policy log-probs, filled once per step when the KL penalty is on."""
     advantages: torch.Tensor | None = _tensor(optional=True)
     """[B] per-response advantage after reweighting, set by the trainer."""
+    entropy: torch.Tensor | None = _tensor(pad="right", optional=True)
+    """[B, T] entropy of the sampling distribution at each response token (text policies; logged)."""
     truncated: torch.Tensor | None = _tensor(optional=True)
-    """[B] bool: the response hit the generation budget before ending (EOS / stop); None if unknown."""
+    """[B] bool: cut at the generation budget before a stop token (text policies; logged)."""
 
     def __attrs_post_init__(self):
         b = len(self.texts)
@@ -185,9 +188,15 @@ class Policy(Protocol):
     def parameters(self):  # torch.nn.Module.parameters
         ...
 
-    def state_dict(self) -> dict: ...
+    def state_dict(self) -> dict:
+        """The trainable state a checkpoint holds (a resumed run continues exactly)."""
+        ...
 
     def load_state_dict(self, state: dict): ...
+
+    def save_model(self, path: Path) -> None:
+        """Write the final model under the folder ``path`` (transformers: ``from_pretrained(path)`` loads it)."""
+        ...
 
 
 @runtime_checkable

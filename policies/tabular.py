@@ -7,12 +7,15 @@ text is the chosen candidate's string, which is what tasks read.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import attrs
 import torch
 from torch import nn
 
-from algorithms.registry import ConfigError, Registry, integer, one_of
+from algorithms.registry import ConfigError, integer, one_of
 from policies.base import PromptBatch, Rollout
+from policies.registry import POLICIES
 
 
 @attrs.frozen
@@ -88,9 +91,11 @@ class TabularPolicy(nn.Module):
         p = self.probs(prompt_index)
         return -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
 
-
-
-POLICIES = Registry("policy", "(task) -> Policy")
+    def save_model(self, path: Path) -> None:
+        """The final table: ``path/table.pt`` with the logits [P_total, K] and the candidate texts."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save({"logits": self.logits.detach().clone(), "candidates": self.candidates}, path / "table.pt")
 
 
 @attrs.frozen
@@ -102,8 +107,11 @@ class TabularInit:
 
 
 @POLICIES.register("tabular", TabularInit)
-def tabular_policy(task, *, init: str, max_new_tokens: int) -> TabularPolicy:
-    """Tabular softmax over the task's candidate answers (exact, vectorised)."""
+def tabular_policy(task, reference: bool = False, *, init: str, max_new_tokens: int) -> TabularPolicy:
+    """Tabular softmax over the task's candidate answers (exact, vectorised).
+
+    The reference of the KL penalty (the initial logits) is a small buffer, kept either way.
+    """
     candidates = getattr(task, "candidates", None)
     if candidates is None:
         raise ConfigError(f"policy=tabular needs a task with candidate answers (env=bandit or env=arithmetic); "

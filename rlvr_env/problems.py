@@ -10,6 +10,7 @@ A malformed row raises ``ProblemFormatError`` naming the file and line.
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import attrs
@@ -85,6 +86,15 @@ def _evaluate(expr: str) -> int:
     while ops:
         apply()
     return values[0]
+
+
+HELD_OUT_FRACTION = 4  # one question in 4 (by a hash of its text) belongs to the held-out split
+
+
+def in_held_out_split(question: str) -> bool:
+    """The held-out split of generated problems, fixed by a hash of the question: supervised
+    warm starts never train on these; ``env.heldout`` evaluation draws only from them."""
+    return zlib.crc32(question.encode()) % HELD_OUT_FRACTION == 0
 
 
 def arithmetic_problems(num: int, levels=(1, 2, 3, 4, 5), seed: int = 0) -> list[Problem]:

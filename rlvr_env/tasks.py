@@ -19,7 +19,8 @@ import torch
 from algorithms.registry import ConfigError, FieldError, integer, one_of
 from policies.base import PromptBatch, Rollout
 from rlvr_env.bank import PromptBank, PromptSampler
-from rlvr_env.problems import ARITHMETIC_LEVELS, TEMPLATES, Problem, arithmetic_problems, format_prompt, load_jsonl
+from rlvr_env.problems import (ARITHMETIC_LEVELS, TEMPLATES, Problem, arithmetic_problems, format_prompt,
+                               in_held_out_split, load_jsonl)
 from rlvr_env.verifier import VerifyConfig, verify, verify_batch
 
 # Above this many unseen (problem, text) pairs in a step, verify them in worker processes.
@@ -50,8 +51,8 @@ class ArithmeticParams:
     template: str = attrs.field(default="boxed", validator=one_of(*TEMPLATES[:2]))
     """Prompt template: plain | boxed."""
     heldout: int = attrs.field(default=100, validator=integer(0))
-    """Further problems of the same levels kept out of training, for evaluation (duplicates of
-    training problems removed)."""
+    """Further problems of the same levels kept out of training for evaluation: from the hash split
+    that warm starts never see (``in_held_out_split``), no training question repeated."""
     seed: int | None = None
     """Seed of the problem set (None: the run's seed)."""
 
@@ -210,11 +211,20 @@ class ArithmeticTask(CandidateTask):
     """Seeded arithmetic problems (``rlvr_env.problems.arithmetic_problems``) as a task."""
 
     def __init__(self, params: ArithmeticParams, seed: int):
-        # Generated as one prefix-stable stream: the training problems do not depend on ``heldout``.
-        both = arithmetic_problems(params.num_problems + params.heldout, params.levels,
+        # One prefix-stable stream: the training problems do not depend on ``heldout``. Held-out
+        # problems come from further on, in the hash split no warm start trains on, and are not
+        # training questions.
+        both = arithmetic_problems(params.num_problems + 8 * params.heldout, params.levels,
                                    params.seed if params.seed is not None else seed)
         train = both[: params.num_problems]
         seen = {p.prompt for p in train}
-        heldout = [p for p in both[params.num_problems:] if p.prompt not in seen]
+        heldout = []
+        for p in both[params.num_problems:]:
+            if len(heldout) < params.heldout and p.prompt not in seen and in_held_out_split(p.prompt):
+                seen.add(p.prompt)
+                heldout.append(p)
+        # Levels interleaved, so that the first M held-out problems (eval.max_problems) span them all.
+        rank = {id(p): sum(q.difficulty == p.difficulty for q in heldout[:i]) for i, p in enumerate(heldout)}
+        heldout.sort(key=lambda p: (rank[id(p)], p.difficulty))
         super().__init__(train, params.num_answers, seed, params.template, heldout=heldout)
         self.params = params

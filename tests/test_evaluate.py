@@ -115,7 +115,9 @@ def test_eval_every_logs_eval_scalars_and_leaves_training_unchanged(tmp_path):
     base = ["algo=grpo_hadw", "train.steps=6", "train.progress=false"]
     plain = build_trainer(compose_config(*base), tmp_path / "a").train()
     evald = build_trainer(compose_config(*base, "train.eval_every=3", "eval.n=2"), tmp_path / "b").train()
-    assert "eval/mean@2" in evald[2] and "eval/hard/mean@2" in evald[5] and "eval/mean@2" not in evald[3]
+    # at step 0 (logged with step 1), every 3 steps, and before the last update
+    assert [("eval/accuracy" in h) for h in evald] == [True, False, False, True, False, True]
+    assert {"eval/accuracy_hard", "eval/pass@2", "eval/maj@2", "eval/exact_pass@2"} <= set(evald[0])
     for a, b in zip(plain, evald):
         assert {k: v for k, v in b.items() if not k.startswith("eval/")} == a
 

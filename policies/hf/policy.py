@@ -1,0 +1,149 @@
+"""``HFPolicy``: the ``Policy`` protocol over a transformers causal LM."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from policies.base import PromptBatch, Rollout
+from policies.hf import HFParams
+from policies.hf.loading import (compute_dtype, encode_prompt, frozen_copy, load_model, load_tokenizer, pick_device,
+                                 resolve_model_path, stop_token_ids)
+from policies.hf.logprobs import response_logprobs
+from policies.hf.sampling import generate
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, S] ids and mask, each row right-aligned (left padding)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r)
+            mask[i, width - len(r):] = 1.0
+    return ids, mask
+
+
+class HFPolicy:
+    """A causal LM as a policy. Owns model, tokenizer, chat template and device.
+
+    Rollouts live on the CPU (small integer tensors); ``logprobs`` returns [b, T] on the
+    model's device. ``old_logp`` is filled per ``params.old_logp``.
+    """
+
+    def __init__(self, model, tokenizer, params: HFParams, device: torch.device, dtype: torch.dtype,
+                 reference=None):
+        self.model = model  # a PeftModel with LoRA, else the causal LM
+        self.causal = model.get_base_model() if params.lora.r > 0 else model
+        self.tokenizer = tokenizer
+        self.params = params
+        self.device = device
+        self.dtype = dtype
+        self.reference = reference  # frozen copy (KL without LoRA), else None
+        self.max_new_tokens = params.max_new_tokens
+        self.stop_ids = stop_token_ids(tokenizer, self.causal)
+        self._encoded: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------ text
+    def encode(self, text: str) -> list[int]:
+        """Prompt ids: the chat template's user turn + generation prompt, or the plain text."""
+        if text not in self._encoded:
+            self._encoded[text] = encode_prompt(self.tokenizer, text, self.params.chat_template,
+                                                self.params.chat_template_kwargs)
+        return self._encoded[text]
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    # ------------------------------------------------------------ protocol
+    @torch.no_grad()
+    def sample(self, prompts: PromptBatch, group_size: int, generator: torch.Generator) -> Rollout:
+        p = self.params
+        prompt_tokens, prompt_mask = left_pad([self.encode(t) for t in prompts.texts], self.tokenizer.pad_token_id)
+        per_pass = max(1, (p.generation_batch or len(prompts) * group_size) // group_size)  # prompts per pass
+        noise = torch.rand(p.max_new_tokens, len(prompts) * group_size, generator=generator)  # (T_max, B), CPU
+        self.causal.eval()
+        with self.autocast():
+            parts = [generate(self.causal, prompt_tokens[i:i + per_pass], prompt_mask[i:i + per_pass], group_size,
+                              noise[:, i * group_size:(i + per_pass) * group_size], stop_ids=self.stop_ids,
+                              pad_id=self.tokenizer.pad_token_id, temperature=p.temperature, top_k=p.top_k,
+                              top_p=p.top_p, min_new_tokens=p.min_new_tokens)
+                     for i in range(0, len(prompts), per_pass)]
+        self.causal.train()
+        tokens, mask, logp, entropy = (_cat_right([getattr(g, f) for g in parts])
+                                       for f in ("tokens", "mask", "logp", "entropy"))
+        texts = self.tokenizer.batch_decode([row[m.bool()].tolist() for row, m in zip(tokens, mask)],
+                                            skip_special_tokens=True)
+        rollout = Rollout(prompt_index=prompts.index.repeat_interleave(group_size),
+                          prompt_tokens=prompt_tokens.repeat_interleave(group_size, dim=0),  # (B, S), prompt-major
+                          prompt_mask=prompt_mask.repeat_interleave(group_size, dim=0), tokens=tokens, mask=mask,
+                          old_logp=logp, texts=tuple(texts), group_size=group_size, entropy=entropy,
+                          truncated=torch.cat([g.truncated for g in parts]))
+        if p.old_logp == "recompute":  # the training pass itself: on-policy ratio exactly 1
+            rollout = rollout.with_(old_logp=self.logprobs(rollout).cpu())
+        return rollout
+
+    def logprobs(self, rollout: Rollout) -> torch.Tensor:
+        return self._logprobs(self.causal, rollout)
+
+    @torch.no_grad()
+    def ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
+        if self.reference is not None:
+            return self._logprobs(self.reference, rollout)
+        if self.params.lora.r == 0:
+            raise RuntimeError("ref_logprobs: this policy was built without a reference (the KL penalty was off)")
+        with self.model.disable_adapter():  # LoRA: the base weights are the reference
+            return self._logprobs(self.causal, rollout)
+
+    def _logprobs(self, causal, rollout: Rollout) -> torch.Tensor:
+        with self.autocast():
+            return response_logprobs(causal, rollout.prompt_tokens, rollout.prompt_mask, rollout.tokens, rollout.mask,
+                                     temperature=self.params.temperature, chunk=self.params.logprob_chunk,
+                                     share_prompts=not self.params.gradient_checkpointing)
+
+    def sync_sampler(self) -> None:
+        """Sampling runs on the training weights: nothing to push."""
+
+    def parameters(self):
+        return (p for p in self.model.parameters() if p.requires_grad)
+
+    def state_dict(self) -> dict:
+        """The trainable weights (all of them, or the LoRA adapters), on the CPU."""
+        return {n: p.detach().cpu().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def load_state_dict(self, state: dict) -> None:
+        params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        if set(params) != set(state):
+            missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+            raise ValueError(f"policy checkpoint does not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(state[n])
+
+    def save_model(self, path: Path) -> None:
+        """``from_pretrained(path)`` loads the trained model (with LoRA: the adapter, whose config
+        names the base model; transformers loads it through peft)."""
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+
+def _cat_right(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate [b_i, T_i] blocks along dim 0, right-padding each to the widest T with 0."""
+    width = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
+
+
+def load_policy(params: HFParams, reference: bool) -> HFPolicy:
+    """Check the weights exist (before anything is loaded or written), then load everything."""
+    path = resolve_model_path(params.model_path, params.allow_download)
+    device = pick_device(params.device)
+    dtype = compute_dtype(params.dtype, device)
+    tokenizer = load_tokenizer(path, params.chat_template)
+    model = load_model(path, params, device, dtype)
+    ref = frozen_copy(model).to(dtype) if reference and params.lora.r == 0 else None
+    return HFPolicy(model, tokenizer, params, device, dtype, ref)

@@ -24,10 +24,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def nan_masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` where ``mask``; NaN (not 0) when the mask is empty. No host sync."""
-    count = mask.to(x.dtype).sum()
-    mean = (x * mask.to(x.dtype)).sum() / count.clamp_min(1.0)
+def nan_masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
+    """Mean of ``x`` where ``mask`` over ``dim`` (None: all dims); NaN (not 0) where the
+    mask is empty. No host sync."""
+    total = torch.sum if dim is None else lambda t: t.sum(dim)
+    count = total(mask.to(x.dtype))
+    mean = total(x * mask.to(x.dtype)) / count.clamp_min(1.0)
     return torch.where(count > 0, mean, torch.full_like(mean, float("nan")))
 
 

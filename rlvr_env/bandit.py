@@ -98,7 +98,12 @@ class BanditTask(PromptBank):
         """
         if self.rare_answer is None:
             return {}
-        probs = policy.probs()  # (N, K)
-        rare = probs.gather(1, self.rare_answer[:, None]).squeeze(1)
-        p = (probs * self.correct).sum(-1)
-        return {"modes/rare_share": (rare / p.clamp_min(1e-12)).mean()}
+        return {"modes/rare_share": rare_mode_share(policy.probs(), self.correct, self.rare_answer)}
+
+
+def rare_mode_share(probs: torch.Tensor, correct: torch.Tensor, rare_answer: torch.Tensor) -> torch.Tensor:
+    """[...] mean over prompts of pi(rare correct answer) / p, from ``probs`` and ``correct``
+    [..., N, K] and ``rare_answer`` [..., N] (leading dims: independent runs)."""
+    rare = probs.gather(-1, rare_answer[..., None]).squeeze(-1)  # (..., N)
+    p = (probs * correct).sum(-1)
+    return (rare / p.clamp_min(1e-12)).mean(dim=-1)

@@ -98,12 +98,12 @@ class BanditTask(PromptBank):
         """
         if self.rare_answer is None:
             return {}
-        return {"modes/rare_share": rare_mode_share(policy.probs(), self.correct, self.rare_answer)}
+        probs = policy.probs()  # (N, K)
+        return {"modes/rare_share": rare_mode_share(probs, (probs * self.correct).sum(-1), self.rare_answer)}
 
 
-def rare_mode_share(probs: torch.Tensor, correct: torch.Tensor, rare_answer: torch.Tensor) -> torch.Tensor:
-    """[...] mean over prompts of pi(rare correct answer) / p, from ``probs`` and ``correct``
-    [..., N, K] and ``rare_answer`` [..., N] (leading dims: independent runs)."""
+def rare_mode_share(probs: torch.Tensor, p: torch.Tensor, rare_answer: torch.Tensor) -> torch.Tensor:
+    """[...] mean over prompts of pi(rare correct answer) / p, from ``probs`` [..., N, K], the
+    success probabilities ``p`` [..., N] and ``rare_answer`` [..., N] (leading dims: runs)."""
     rare = probs.gather(-1, rare_answer[..., None]).squeeze(-1)  # (..., N)
-    p = (probs * correct).sum(-1)
     return (rare / p.clamp_min(1e-12)).mean(dim=-1)

@@ -137,7 +137,7 @@ class BatchedSimulator:
         self.params = self.trainers[0].params  # shared: steps, P, G, epochs, minibatches
         self.logits = torch.stack([t.policy.logits.detach() for t in self.trainers]).requires_grad_(True)  # (R, N, K)
         self.ref_logits = torch.stack([t.policy.ref_logits for t in self.trainers])  # (R, N, K)
-        self.correct = torch.stack([t.task.correct for t in self.trainers])  # (R, N, K) bool
+        self.correct = torch.stack([t.task.correct for t in self.trainers]).float()  # (R, N, K): 1 where correct
         self.buckets = torch.stack([t.task.buckets for t in self.trainers])  # (R, N)
         rare = [getattr(t.task, "rare_answer", None) for t in self.trainers]
         self.rare_answer = None if any(r is None for r in rare) else torch.stack(rare)  # (R, N)
@@ -149,6 +149,7 @@ class BatchedSimulator:
         self.draws = (TrainerDraws(self.trainers, p) if draws == "trainer" else
                       RunDraws([c["seed"] for c in configs], num_prompts, p, shuffle=self.params.minibatches > 1))
         self.exact = draws == "trainer" if exact is None else exact
+        self.logp_table = self.log_softmax()  # (R, N, K) of the current logits
         self.run_index = torch.arange(len(configs))[:, None]  # (R, 1)
         self.step = 0
         self.records: list[list[torch.Tensor]] = []  # per step: [common-before [K1, R], group g [K_g, R_g]..., common-after [K2, R]]
@@ -164,11 +165,11 @@ class BatchedSimulator:
         g = self.params.group_size
         with torch.no_grad():
             ids = self.draws.prompts()  # (R, P) or None: every prompt
-            logp_all = torch.log_softmax(rows(self.logits, ids), dim=-1)  # (R, P, K)
+            logp_all = rows(self.logp_table, ids)  # (R, P, K): the policy's log_softmax rows
             probs = logp_all.exp()
             answers = self.draws.answers(probs, g)  # (R, P, G)
             correct = rows(self.correct, ids)  # (R, P, K)
-            raw = correct.gather(-1, answers).float()  # (R, P, G) verifier rewards
+            raw = correct.gather(-1, answers)  # (R, P, G) verifier rewards
             p_true = (probs * correct).sum(-1)  # (R, P) exact p at sampling time
             old_logp = logp_all.gather(-1, answers)  # (R, P, G)
             buckets = self.buckets if ids is None else self.buckets.gather(1, ids)  # (R, P)
@@ -189,11 +190,12 @@ class BatchedSimulator:
         runs = self.num_runs
         before.update({"sampling/rounds": torch.ones(runs), "sampling/dropped_groups": torch.zeros(runs),
                        "sampling/train_groups": torch.full((runs,), float(self.params.prompts_per_step))})
-        with torch.no_grad():
-            probs_all = torch.softmax(self.logits, dim=-1)  # (R, N, K) after the update
-            after = M.exact_accuracy((probs_all * self.correct).sum(-1), self.buckets)
-            if self.rare_answer is not None:
-                after["modes/rare_share"] = rare_mode_share(probs_all, self.correct, self.rare_answer)
+        self.logp_table = self.log_softmax()  # after the update: metrics now, sampling next step
+        probs_all = self.logp_table.exp()  # (R, N, K)
+        p_all = (probs_all * self.correct).sum(-1)  # (R, N)
+        after = M.exact_accuracy(p_all, self.buckets)
+        if self.rare_answer is not None:
+            after["modes/rare_share"] = rare_mode_share(probs_all, p_all, self.rare_answer)
         per_group = [{**s, **l} for s, l in zip(group_stats, loss_stats)]
         self.record(before, per_group, after)
         self.step += 1
@@ -234,6 +236,11 @@ class BatchedSimulator:
                 for grp, out in zip(self.groups, collected):
                     out.setdefault("loss/grad_norm", []).append(grp.take(grad_norm))
         return [{k: torch.stack(v).mean(0) for k, v in out.items()} for out in collected]
+
+    @torch.no_grad()
+    def log_softmax(self) -> torch.Tensor:
+        """[R, N, K] log pi(answer | prompt) of every run, no grad (rows are the tabular policy's)."""
+        return torch.log_softmax(self.logits, dim=-1)
 
     def logprobs(self, ids: torch.Tensor | None, answers: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         """[R, b, 1] log-probabilities of the responses ``index`` [R, b] (None: all B, in order)."""

@@ -80,9 +80,11 @@ def full(args) -> None:
     result = run_sweep(specs, workers=args.workers, threads=args.threads)
     elapsed = time.perf_counter() - start
     final = [r.history.final("accuracy/all") for r in result.runs]
+    cpu = result.cpu_seconds()
     print(f"full: {args.full_runs} runs x {args.full_steps} steps x P={args.prompts} x G={args.group} ({args.algo}), "
-          f"{len(result.jobs)} batched job(s) on {args.workers} worker(s): {elapsed:.1f} s "
-          f"(process start included; final accuracy/all {statistics.fmean(final):.4f} mean over runs)")
+          f"{len(result.jobs)} batched job(s) on {args.workers} worker(s): {elapsed:.1f} s wall (process start "
+          f"included), {cpu:.1f} CPU s in the jobs ({1e3 * cpu / (args.full_runs * args.full_steps):.2f} ms per run-step; "
+          f"on {args.workers} idle cores about {cpu / args.workers:.0f} s); final accuracy/all {statistics.fmean(final):.4f}")
 
 
 def profile(args) -> None:

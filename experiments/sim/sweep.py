@@ -111,11 +111,13 @@ class RunResult:
     batched: bool
     seconds: float
     """Wall time of the run's job (shared by the runs of a batch)."""
+    cpu_seconds: float
+    """CPU time of the run's job (its process's; shared by the runs of a batch)."""
 
 
 def run_job(job: Job, log_dir: str | None, draws: str, events_every: int) -> list[RunResult]:
     """Run one job in this process; with ``log_dir``, write each run's config and events."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     run_dirs = [Path(log_dir) / s.name if log_dir else None for s in job.specs]
     for spec, run_dir in zip(job.specs, run_dirs):
         if run_dir is not None:
@@ -141,8 +143,8 @@ def run_job(job: Job, log_dir: str | None, draws: str, events_every: int) -> lis
             finally:
                 trainer.logger.close()
         histories = [History.from_dicts(trainer.history)]
-    seconds = time.perf_counter() - start
-    return [RunResult(s, h, job.batched, seconds) for s, h in zip(job.specs, histories)]
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return [RunResult(s, h, job.batched, seconds, cpu) for s, h in zip(job.specs, histories)]
 
 
 def _worker_init(threads: int) -> None:
@@ -166,6 +168,11 @@ class SweepResult:
         self.runs = runs
         self.seconds = seconds
         self.jobs = jobs
+
+    def cpu_seconds(self) -> float:
+        """CPU time of all jobs together (a batch counted once)."""
+        per_job = {id(job): max(r.cpu_seconds for r in self.runs if r.spec in job.specs) for job in self.jobs}
+        return sum(per_job.values())
 
     def by_label(self) -> dict[str, list[RunResult]]:
         out: dict[str, list[RunResult]] = {}

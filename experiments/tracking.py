@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -19,9 +20,10 @@ class TensorBoardLogger:
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
     def log(self, step: int, values: dict[str, float]) -> None:
-        for key, value in values.items():
-            if math.isfinite(value):
-                self.writer.add_scalar(key, value, step)
+        # One event per step holding every scalar (what add_scalar writes, one event per tag,
+        # costs ~10x more: more than a tabular training step).
+        scalars = [Summary.Value(tag=key, simple_value=value) for key, value in values.items() if math.isfinite(value)]
+        self.writer._get_file_writer().add_summary(Summary(value=scalars), step)
 
     def close(self) -> None:
         self.writer.close()

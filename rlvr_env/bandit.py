@@ -95,6 +95,10 @@ class BanditTask(PromptBank):
         ``modes/rare_share``: mean over prompts of pi(rare correct answer) / p, the share of
         the correct mass on the rare mode (initially ``rare_mode_share``). F-GRPO's claim
         is that group-relative updates shrink it while p grows.
+
+        Written for leading run dimensions: the batched simulator calls it on the R runs'
+        banks stacked into one (``correct`` [R, N, K], ``rare_answer`` [R, N]) and a policy
+        whose ``probs()`` is [R, N, K]; every metric is then [R].
         """
         if self.rare_answer is None:
             return {}

@@ -44,7 +44,6 @@ from experiments.sim.draws import DRAWS, RunDraws, TrainerDraws
 from experiments.sim.history import History
 from experiments.sim.optim import RunOptimizer, clip_per_run
 from policies.tabular import TabularPolicy
-from rlvr_env.bandit import rare_mode_share
 
 BATCHED_POLICIES = ("tabular",)
 # Config fields that may differ between the runs of one batch (everything else must match).
@@ -137,10 +136,9 @@ class BatchedSimulator:
         self.params = self.trainers[0].params  # shared: steps, P, G, epochs, minibatches
         self.logits = torch.stack([t.policy.logits.detach() for t in self.trainers]).requires_grad_(True)  # (R, N, K)
         self.ref_logits = torch.stack([t.policy.ref_logits for t in self.trainers])  # (R, N, K)
-        self.correct = torch.stack([t.task.correct for t in self.trainers]).float()  # (R, N, K): 1 where correct
-        self.buckets = torch.stack([t.task.buckets for t in self.trainers])  # (R, N)
-        rare = [getattr(t.task, "rare_answer", None) for t in self.trainers]
-        self.rare_answer = None if any(r is None for r in rare) else torch.stack(rare)  # (R, N)
+        self.bank = stack_tasks([t.task for t in self.trainers])  # the R tasks as one, tensors (R, ...)
+        self.correct = self.bank.correct.float()  # (R, N, K): 1 where correct
+        self.buckets = self.bank.buckets  # (R, N)
         self.optimizer = RunOptimizer(self.logits, [build_params(OptimParams, c["optim"], "optim") for c in configs])
         norms = [t.max_grad_norm for t in self.trainers]
         self.max_norm = None if all(n is None for n in norms) else torch.tensor([math.inf if n is None else n for n in norms])
@@ -191,11 +189,10 @@ class BatchedSimulator:
         before.update({"sampling/rounds": torch.ones(runs), "sampling/dropped_groups": torch.zeros(runs),
                        "sampling/train_groups": torch.full((runs,), float(self.params.prompts_per_step))})
         self.logp_table = self.log_softmax()  # after the update: metrics now, sampling next step
-        probs_all = self.logp_table.exp()  # (R, N, K)
-        p_all = (probs_all * self.correct).sum(-1)  # (R, N)
-        after = M.exact_accuracy(p_all, self.buckets)
-        if self.rare_answer is not None:
-            after["modes/rare_share"] = rare_mode_share(probs_all, p_all, self.rare_answer)
+        policy = TableView(self.logp_table.exp())  # the R policies' probs (R, N, K), as the task reads them
+        after = M.exact_accuracy(self.bank.success_probability(policy), self.buckets)  # the Trainer's calls
+        if hasattr(self.bank, "policy_metrics"):
+            after.update(self.bank.policy_metrics(policy))
         per_group = [{**s, **l} for s, l in zip(group_stats, loss_stats)]
         self.record(before, per_group, after)
         self.step += 1
@@ -286,6 +283,36 @@ class BatchedSimulator:
             if on_step is not None:
                 on_step(self.step)
         return self.histories()
+
+
+class TableView:
+    """What a task reads from a tabular policy (``probs``), for R runs at once: [R, N, K]."""
+
+    def __init__(self, probs: torch.Tensor):
+        self._probs = probs
+
+    def probs(self, prompt_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if prompt_ids is not None:
+            raise NotImplementedError("the batched simulator reads whole tables")
+        return self._probs
+
+
+def stack_tasks(tasks: list) -> object:
+    """The R runs' tasks as one object of their class whose tensor attributes are stacked
+    [R, ...]: task methods written for leading run dimensions (``success_probability``,
+    ``policy_metrics``) then give every run's values at once."""
+    if len({type(t) for t in tasks}) != 1:
+        raise NotBatchable(f"runs have different task classes: {sorted({type(t).__name__ for t in tasks})}")
+    stacked = copy.copy(tasks[0])
+    for name, value in vars(tasks[0]).items():
+        values = [getattr(t, name) for t in tasks]
+        if torch.is_tensor(value):
+            if any(not torch.is_tensor(v) or v.shape != value.shape for v in values):
+                raise NotBatchable(f"task attribute {name!r} differs in shape between runs")
+            setattr(stacked, name, torch.stack(values))
+        elif value is None and any(v is not None for v in values):
+            raise NotBatchable(f"task attribute {name!r} is set in some runs only")
+    return stacked
 
 
 def put(full: torch.Tensor, grp: RunGroup, part: torch.Tensor) -> None:

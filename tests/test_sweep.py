@@ -81,6 +81,6 @@ def test_bench_sim_runs_from_the_command_line():
                   "--full-runs", "2", "--full-steps", "3", "--profile", "--profile-steps", "2", "--profile-top", "3",
                   module="experiments.bench_sim")
     assert out.returncode == 0, out.stderr
-    assert "batched / sequential = " in out.stdout and "(goal <= 2/R = 1.0000)" in out.stdout
+    assert "batched / sequential = " in out.stdout and "(goal <= 2/R = 1.0000)" in out.stdout and "building" in out.stdout
     assert "full: 2 runs x 3 steps x P=16 x G=8" in out.stdout and "2 batched job(s) on 2 worker(s)" in out.stdout
     assert "profile: single-run Trainer, P=16, G=8, torch threads=1" in out.stdout

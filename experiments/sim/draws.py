@@ -36,7 +36,7 @@ class RunDraws:
 
     def answers(self, probs: torch.Tensor, group_size: int) -> torch.Tensor:
         """[R, P, G] answers drawn from ``probs`` [R, P, K] by inverse CDF."""
-        runs, prompts, k = probs.shape
+        _, prompts, k = probs.shape
         u = torch.stack([torch.rand(prompts, group_size, generator=g) for g in self.generators])  # (R, P, G)
         cdf = probs.cumsum(-1)  # (R, P, K)
         # First answer whose CDF exceeds u * total: zero-probability answers are never drawn.

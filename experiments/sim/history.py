@@ -28,7 +28,7 @@ class History:
         self.index = {k: i for i, k in enumerate(self.keys)}
 
     @classmethod
-    def from_dicts(cls, rows: list[dict[str, float]]) -> "History":
+    def from_dicts(cls, rows: list[dict[str, float]]) -> History:
         """From a Trainer's ``history`` (tags may differ between steps)."""
         keys = tuple(dict.fromkeys(k for row in rows for k in row))
         values = np.array([[row.get(k, math.nan) for k in keys] for row in rows], dtype=np.float32).reshape(len(rows), len(keys))

@@ -8,6 +8,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.sim import History, grid, plan, run_sweep
+from experiments.sim.components import build_trainer
 from experiments.sim.sweep import RunSpec
 
 BASE = ["train.steps=6", "train.prompts_per_step=8", "env.num_prompts=32"]
@@ -51,6 +52,10 @@ def test_workers_give_the_in_process_results_and_write_events(tmp_path):
     belief = [e.value for e in events.Scalars("hadw/belief")]
     np.testing.assert_allclose(belief, parallel.runs[1].history.column("hadw/belief"), rtol=1e-6)
     assert [e.step for e in events.Scalars("accuracy/all")] == list(range(1, 7))
+    for r in (1, 2):  # the returned final policies (batched, single run) give the last logged exact accuracy
+        correct = build_trainer(specs[r].config, tmp_path / "unused").task.correct.numpy()
+        accuracy = (parallel.runs[r].final_probs * correct).sum(1).mean()
+        assert accuracy == pytest.approx(parallel.runs[r].history.column("accuracy/all")[-1], abs=1e-5)
     summary = parallel.summary("accuracy/all")
     mean, half, n = summary["algo=dapo"]
     assert n == 2 and math.isfinite(mean) and half > 0

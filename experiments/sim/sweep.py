@@ -28,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import attrs
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
@@ -113,6 +114,9 @@ class RunResult:
     """Wall time of the run's job (shared by the runs of a batch)."""
     cpu_seconds: float
     """CPU time of the run's job (its process's; shared by the runs of a batch)."""
+    final_probs: np.ndarray | None = attrs.field(default=None, eq=False, repr=False)
+    """[N, K] the tabular policy's answer distribution after the last step (None for other
+    policies): exact pass@k and mode masses after training."""
 
 
 def run_job(job: Job, log_dir: str | None, draws: str, events_every: int) -> list[RunResult]:
@@ -127,6 +131,7 @@ def run_job(job: Job, log_dir: str | None, draws: str, events_every: int) -> lis
         sim = BatchedSimulator([s.config for s in job.specs], draws=draws,
                                run_dirs=[d or Path("unused") for d in run_dirs])
         histories = sim.run()
+        probs = list(sim.probs_table.numpy())
         for history, run_dir in zip(histories, run_dirs):
             if run_dir is not None:
                 history.write_events(run_dir, every=events_every)
@@ -143,8 +148,9 @@ def run_job(job: Job, log_dir: str | None, draws: str, events_every: int) -> lis
             finally:
                 trainer.logger.close()
         histories = [History.from_dicts(trainer.history)]
+        probs = [trainer.policy.probs().numpy() if hasattr(trainer.policy, "probs") else None]
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return [RunResult(s, h, job.batched, seconds, cpu) for s, h in zip(job.specs, histories)]
+    return [RunResult(s, h, job.batched, seconds, cpu, p) for s, h, p in zip(job.specs, histories, probs)]
 
 
 def _worker_init(threads: int) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from algorithms import ConfigError
 from experiments.sim import History, grid, plan, run_sweep
 from experiments.sim.components import build_trainer
 from experiments.sim.sweep import RunSpec
@@ -35,6 +36,9 @@ def test_plan_batches_compatible_runs_and_splits_for_the_workers():
     assert [len(j.specs) for j in plan(batch_only, workers=1, max_batch=4)] == [4, 2]
     with pytest.raises(ValueError, match="unique"):
         plan([specs[0], specs[0]])
+    resumed = RunSpec("r", {**specs[0].config, "resume": "runs/x"})
+    with pytest.raises(ConfigError, match="resume is not supported in a sweep"):
+        plan([resumed])
 
 
 def test_workers_give_the_in_process_results_and_write_events(tmp_path):

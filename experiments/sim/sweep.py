@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from algorithms import ConfigError
 from experiments.sim.batched import BatchedSimulator, batch_key, unbatchable_reason
 from experiments.sim.components import build_trainer, compose_config
 from experiments.sim.history import History
@@ -87,6 +88,10 @@ def plan(specs: Sequence[RunSpec], workers: int = 2, max_batch: int | None = Non
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be unique; repeated: {sorted({n for n in names if names.count(n) > 1})}")
+    for s in specs:
+        refused = [key for key in ("resume", "arena") if s.config.get(key)]
+        if refused:
+            raise ConfigError(f"run {s.name!r}: {refused[0]} is not supported in a sweep (run it with experiments.run)")
     batches: dict[str, list[RunSpec]] = {}
     jobs: list[Job] = []
     for s in specs:

@@ -25,10 +25,13 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / keep.to(x.dtype).sum().clamp_min(1.0)
 
 
-def nan_masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` where ``mask``; NaN (not 0) when the mask is empty. No host sync."""
-    count = mask.to(x.dtype).sum()
-    mean = masked_mean(x, mask)
+def nan_masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
+    """Mean of ``x`` where ``mask`` over ``dim`` (None: all dims); NaN (not 0) where the
+    mask is empty; values outside the mask (even NaN) are ignored. No host sync."""
+    total = torch.sum if dim is None else lambda t: t.sum(dim)
+    keep = mask.bool()
+    count = total(keep.to(x.dtype))
+    mean = total(torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))) / count.clamp_min(1.0)
     return torch.where(count > 0, mean, torch.full_like(mean, float("nan")))
 
 

@@ -4,7 +4,11 @@ A reweighter multiplies each response's advantage by a weight (one weight for ev
 token of the response). Some hold state across steps (HA-DW's belief); they expose
 ``state_dict`` / ``load_state_dict`` so that a resumed run continues exactly.
 
-Stats are detached 0-dim tensors, read at logging time only:
+Leading dimensions are independent runs (the batched simulator): advantages and rewards
+[R, P, G], state such as HA-DW's belief [R], every stat [R]. A fresh reweighter takes its
+run shape from its first call.
+
+Stats are detached tensors (0-dim for one run), read at logging time only:
 ``phi/correct`` and ``phi/incorrect`` are the mean weight of responses above and
 below their group's baseline (for binary rewards: correct and wrong answers of mixed
 groups; degenerate groups carry no gradient and are left out).
@@ -22,25 +26,35 @@ REWEIGHTERS = Registry("reweighter", "advantages [P, G], rewards [P, G] -> (adva
 
 
 def weight_stats(weights: torch.Tensor, advantages: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Mean weight over responses with A > 0 and with A < 0; NaN where there are none (no host sync)."""
-    return {"phi/correct": nan_masked_mean(weights, advantages > 0),
-            "phi/incorrect": nan_masked_mean(weights, advantages < 0)}
+    """Mean weight over responses with A > 0 and with A < 0, per run; NaN where there are none (no host sync)."""
+    return {"phi/correct": nan_masked_mean(weights, advantages > 0, dim=(-2, -1)),
+            "phi/incorrect": nan_masked_mean(weights, advantages < 0, dim=(-2, -1))}
 
 
 def hadw_phi(advantages: torch.Tensor, rewards: torch.Tensor, anchor: torch.Tensor, lambda_scale: float) -> torch.Tensor:
-    """HA-DW weight Phi [P, G] = lambda_scale * exp(D * M) for an anchor C (scalar tensor).
+    """HA-DW weight Phi [..., P, G] = lambda_scale * exp(D * M) for an anchor C [...] (one per run).
 
     diff = p_hat - C per prompt; D = -sgn(A_hat) * sgn(diff); M = |diff|.
     """
-    p_hat = rewards.mean(dim=1, keepdim=True)  # (P, 1)
-    diff = p_hat - anchor.to(rewards.dtype)
-    direction = -torch.sign(advantages) * torch.sign(diff)  # D, (P, G)
+    p_hat = rewards.mean(dim=-1, keepdim=True)  # (..., P, 1)
+    diff = p_hat - anchor.to(rewards.dtype)[..., None, None]
+    direction = -torch.sign(advantages) * torch.sign(diff)  # D, (..., P, G)
     return lambda_scale * torch.exp(direction * diff.abs())
 
 
+def per_run_state(state: torch.Tensor, runs: torch.Size, fresh: bool, what: str) -> torch.Tensor:
+    """``state`` [k, *old] as [k, *runs]: a fresh state (identical for every run) is copied to
+    the run shape of the rewards; a state that has already seen other runs is refused."""
+    if state.shape[1:] == runs:
+        return state
+    if not fresh:
+        raise ValueError(f"{what}: state holds runs of shape {tuple(state.shape[1:])}, rewards have {tuple(runs)}")
+    return state[(slice(None),) + (None,) * len(runs)].expand(-1, *runs).clone()
+
+
 def hadw_output(phi: torch.Tensor, advantages: torch.Tensor, anchor: torch.Tensor, **extra: torch.Tensor):
-    """(Phi * A, stats) with the anchor used, the weight stats and any extra stats."""
-    stats = {"hadw/belief": anchor.float(), **{k: v.float() for k, v in extra.items()}}
+    """(Phi * A, stats) with the anchor used (per run), the weight stats and any extra stats."""
+    stats = {"hadw/belief": torch.broadcast_to(anchor.float(), phi.shape[:-2]), **{k: v.float() for k, v in extra.items()}}
     stats.update(weight_stats(phi, advantages))
     return phi * advantages, stats
 
@@ -124,8 +138,8 @@ class HADW(Reweighter):
 
     def __init__(self, params: HADWParams):
         super().__init__(params)
-        self.prior = torch.tensor(params.c0, dtype=torch.float64)
-        self.history = torch.zeros(params.window, dtype=torch.float64)
+        self.prior = torch.tensor(params.c0, dtype=torch.float64)  # (...,) one belief per run
+        self.history = torch.zeros(params.window, dtype=torch.float64)  # (window, ...)
         self.history[0] = params.c0
         self.count = 1  # beliefs recorded so far (host-side integer: no sync)
 
@@ -133,16 +147,19 @@ class HADW(Reweighter):
         """eta_t from the standard deviation of the recorded beliefs."""
         n = min(self.count, self.params.window)
         if n < 2:
-            sigma = torch.tensor(SIGMA_NO_HISTORY, dtype=torch.float64)
+            sigma = torch.full(self.prior.shape, SIGMA_NO_HISTORY, dtype=torch.float64)
         else:
-            sigma = self.history[:n].std(unbiased=False).clamp_min(self.params.sigma_floor)
+            sigma = self.history[:n].std(dim=0, unbiased=False).clamp_min(self.params.sigma_floor)
         return (self.params.eta * sigma).clamp(0.0, 1.0)
 
     def __call__(self, advantages, rewards):
+        fresh = self.count == 1
+        self.history = per_run_state(self.history, rewards.shape[:-2], fresh, "hadw")
+        self.prior = self.prior.expand(self.history.shape[1:]).clone() if fresh else self.prior
         prior = self.prior.to(rewards.device)
         phi = hadw_phi(advantages, rewards, prior, self.params.lambda_scale)
         eta_t = self.gain().to(rewards.device)
-        y_t = rewards.detach().to(torch.float64).mean()
+        y_t = rewards.detach().to(torch.float64).mean(dim=(-2, -1))
         posterior = (1.0 - eta_t) * prior + eta_t * y_t
         self.prior = posterior.cpu()
         self.history[self.count % self.params.window] = self.prior
@@ -153,9 +170,9 @@ class HADW(Reweighter):
         return {"prior": self.prior.clone(), "history": self.history.clone(), "count": self.count}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["history"].shape != self.history.shape:
+        if state["history"].shape[0] != self.params.window:
             raise ValueError(
-                f"HA-DW checkpoint has window {state['history'].numel()}, config has {self.params.window}"
+                f"HA-DW checkpoint has window {state['history'].shape[0]}, config has {self.params.window}"
             )
         self.prior = state["prior"].clone()
         self.history = state["history"].clone()
@@ -181,13 +198,14 @@ class HADWWindow(Reweighter):
 
     def __init__(self, params: HADWWindowParams):
         super().__init__(params)
-        self.accuracies = torch.zeros(params.window, dtype=torch.float64)
+        self.accuracies = torch.zeros(params.window, dtype=torch.float64)  # (window, ...)
         self.count = 0
 
     def __call__(self, advantages, rewards):
-        self.accuracies[self.count % self.params.window] = rewards.detach().to(torch.float64).mean().cpu()
+        self.accuracies = per_run_state(self.accuracies, rewards.shape[:-2], self.count == 0, "hadw_window")
+        self.accuracies[self.count % self.params.window] = rewards.detach().to(torch.float64).mean(dim=(-2, -1)).cpu()
         self.count += 1
-        anchor = self.accuracies[: min(self.count, self.params.window)].mean()
+        anchor = self.accuracies[: min(self.count, self.params.window)].mean(dim=0)
         phi = hadw_phi(advantages, rewards, anchor.to(rewards.device), self.params.lambda_scale)
         return hadw_output(phi, advantages, anchor)
 
@@ -195,8 +213,8 @@ class HADWWindow(Reweighter):
         return {"accuracies": self.accuracies.clone(), "count": self.count}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["accuracies"].shape != self.accuracies.shape:
-            raise ValueError(f"hadw_window checkpoint has window {state['accuracies'].numel()}, config has {self.params.window}")
+        if state["accuracies"].shape[0] != self.params.window:
+            raise ValueError(f"hadw_window checkpoint has window {state['accuracies'].shape[0]}, config has {self.params.window}")
         self.accuracies = state["accuracies"].clone()
         self.count = int(state["count"])
 
@@ -234,8 +252,8 @@ class Focal(Reweighter):
     """
 
     def __call__(self, advantages, rewards):
-        p_hat = rewards.mean(dim=1, keepdim=True)  # (P, 1)
-        weight = (1.0 - p_hat).clamp_min(0.0).pow(self.params.gamma).expand_as(advantages)  # (P, G)
+        p_hat = rewards.mean(dim=-1, keepdim=True)  # (..., P, 1)
+        weight = (1.0 - p_hat).clamp_min(0.0).pow(self.params.gamma).expand_as(advantages)  # (..., P, G)
         return weight * advantages, weight_stats(weight, advantages)
 
 
@@ -264,8 +282,8 @@ class AGRAE(Reweighter):
 
     def __call__(self, advantages, rewards):
         eps = self.params.eps
-        p_hat = rewards.mean(dim=1, keepdim=True).clamp(0.0, 1.0)  # (P, 1)
-        p_bar = rewards.mean().clamp(0.0, 1.0)
+        p_hat = rewards.mean(dim=-1, keepdim=True).clamp(0.0, 1.0)  # (..., P, 1)
+        p_bar = rewards.mean(dim=(-2, -1), keepdim=True).clamp(0.0, 1.0)  # (..., 1, 1) batch accuracy per run
         root = p_hat.sqrt()
         a_hard = 0.5 * advantages / (root + eps)
         a_easy = 0.5 * advantages / (1.0 - root + eps)
@@ -273,6 +291,6 @@ class AGRAE(Reweighter):
         positive_scale = torch.clamp(p_bar / self.params.alpha, max=1.0)
         out = torch.where(mixed > 0, mixed * positive_scale, mixed)
         weight = torch.where(advantages != 0, out / advantages, torch.ones_like(advantages))  # effective Phi
-        stats = {"agrae/batch_acc": p_bar.float()}
+        stats = {"agrae/batch_acc": p_bar.float()[..., 0, 0]}
         stats.update(weight_stats(weight, advantages))
         return out, stats

@@ -13,6 +13,9 @@ Names (TensorBoard tags):
 plus the reweighter's stats (hadw/belief, hadw/eta, phi/correct, phi/incorrect) and the
 loss stats (loss/*). Buckets are by *initial* success probability (hard < 1/3 < medium
 < 2/3 < easy) so that a prompt keeps its bucket as it is learned.
+
+Leading dimensions are independent runs (the batched simulator): rewards [R, P, G] give
+every metric as [R].
 """
 
 from __future__ import annotations
@@ -28,11 +31,16 @@ NUM_BUCKETS = len(BUCKETS)
 
 
 def bucket_mean(values: torch.Tensor, valid: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
-    """[3] mean of ``values`` [N] over entries where ``valid`` [N], per bucket; NaN if empty."""
+    """[..., 3] mean of ``values`` [..., N] over entries where ``valid`` [..., N], per bucket
+    ``buckets`` [..., N]; NaN if empty."""
+    runs = values.shape[:-1]
     w = valid.to(values.dtype)
-    sums = torch.zeros(NUM_BUCKETS, dtype=values.dtype).index_add_(0, buckets, values * w)
-    counts = torch.zeros(NUM_BUCKETS, dtype=values.dtype).index_add_(0, buckets, w)
-    return torch.where(counts > 0, sums / counts.clamp_min(1.0), torch.full_like(sums, math.nan))
+    # One bucket slot per (run, bucket): run r's bucket b is slot 3 r + b.
+    slots = (buckets + NUM_BUCKETS * torch.arange(math.prod(runs)).view(*runs, 1)).reshape(-1)
+    sums = torch.zeros(NUM_BUCKETS * math.prod(runs), dtype=values.dtype).index_add_(0, slots, (values * w).reshape(-1))
+    counts = torch.zeros_like(sums).index_add_(0, slots, w.expand_as(values).reshape(-1))
+    means = torch.where(counts > 0, sums / counts.clamp_min(1.0), torch.full_like(sums, math.nan))
+    return means.view(*runs, NUM_BUCKETS)
 
 
 def group_metrics(
@@ -45,43 +53,46 @@ def group_metrics(
     """Metrics of one step's groups.
 
     Args:
-        rewards: [P, G]; advantages / weighted: [P, G] before / after reweighting;
-        buckets: [P] bucket index by initial p; p_true: [P] exact success probability
+        rewards: [..., P, G]; advantages / weighted: [..., P, G] before / after reweighting;
+        buckets: [..., P] bucket index by initial p; p_true: [..., P] exact success probability
         at sampling time, or None where the task does not know it.
+    Returns:
+        name -> [...] (0-dim for one run).
     """
-    p_hat = rewards.mean(dim=1)  # (P,)
-    lo, hi = rewards.min(dim=1).values, rewards.max(dim=1).values
-    degenerate = lo == hi  # (P,)
-    correct = (rewards > 0.5).float()  # (P, G)
+    groups = (-2, -1)
+    p_hat = rewards.mean(dim=-1)  # (..., P)
+    lo, hi = rewards.min(dim=-1).values, rewards.max(dim=-1).values
+    degenerate = lo == hi  # (..., P)
+    correct = (rewards > 0.5).float()  # (..., P, G)
     m = {
-        "reward/mean": rewards.mean(),
-        "accuracy/batch": correct.mean(),
-        "groups/degenerate_frac": degenerate.float().mean(),
-        "groups/all_correct_frac": (lo > 0.5).float().mean(),
-        "groups/all_wrong_frac": (hi <= 0.5).float().mean(),
-        "adv/abs_mean": advantages.abs().mean(),
-        "adv/weighted_abs_mean": weighted.abs().mean(),
+        "reward/mean": rewards.mean(dim=groups),
+        "accuracy/batch": correct.mean(dim=groups),
+        "groups/degenerate_frac": degenerate.float().mean(dim=-1),
+        "groups/all_correct_frac": (lo > 0.5).float().mean(dim=-1),
+        "groups/all_wrong_frac": (hi <= 0.5).float().mean(dim=-1),
+        "adv/abs_mean": advantages.abs().mean(dim=groups),
+        "adv/weighted_abs_mean": weighted.abs().mean(dim=groups),
     }
-    acc = bucket_mean(correct.mean(dim=1), torch.ones_like(p_hat, dtype=torch.bool), buckets)
+    acc = bucket_mean(correct.mean(dim=-1), torch.ones_like(p_hat, dtype=torch.bool), buckets)
     for i, name in enumerate(BUCKETS):
-        m[f"accuracy/batch_{name}"] = acc[i]
+        m[f"accuracy/batch_{name}"] = acc[..., i]
     if p_true is not None:
         # A_hat - A = (r - p_hat) - (r - p) = p - p_hat, the same for every response.
         gap = p_true.to(rewards.dtype) - p_hat
         mixed = ~degenerate
-        m["bias/all"] = nan_masked_mean(gap, mixed)
+        m["bias/all"] = nan_masked_mean(gap, mixed, dim=-1)
         per_bucket = bucket_mean(gap, mixed, buckets)
         for i, name in enumerate(BUCKETS):
-            m[f"bias/{name}"] = per_bucket[i]
+            m[f"bias/{name}"] = per_bucket[..., i]
     return m
 
 
 def exact_accuracy(p_all: torch.Tensor, buckets_all: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Exact accuracy over the whole bank, overall and per bucket."""
-    m = {"accuracy/all": p_all.mean()}
+    """Exact accuracy over the whole bank (``p_all``, ``buckets_all`` [..., N]), overall and per bucket."""
+    m = {"accuracy/all": p_all.mean(dim=-1)}
     per_bucket = bucket_mean(p_all, torch.ones_like(p_all, dtype=torch.bool), buckets_all)
     for i, name in enumerate(BUCKETS):
-        m[f"accuracy/{name}"] = per_bucket[i]
+        m[f"accuracy/{name}"] = per_bucket[..., i]
     return m
 
 

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import torch
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
 from rlvr_env.verifier import extract_answer
@@ -44,9 +45,10 @@ class TensorBoardLogger:
         return logger
 
     def log(self, step: int, values: dict[str, float]) -> None:
-        for key, value in values.items():
-            if math.isfinite(value):
-                self.writer.add_scalar(key, value, step)
+        # One event per step holding every scalar (what add_scalar writes, one event per tag,
+        # costs ~10x more: more than a tabular training step).
+        scalars = [Summary.Value(tag=key, simple_value=value) for key, value in values.items() if math.isfinite(value)]
+        self.writer._get_file_writer().add_summary(Summary(value=scalars), step)
 
     def log_samples(self, step: int, prompts, rollout, rewards: torch.Tensor, count: int) -> None:
         """The first response of the first ``count`` groups (``prompts`` [N], ``rollout`` [N * G],

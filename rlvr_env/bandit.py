@@ -98,10 +98,19 @@ class BanditTask(PromptBank):
         ``modes/rare_share``: mean over prompts of pi(rare correct answer) / p, the share of
         the correct mass on the rare mode (initially ``rare_mode_share``). F-GRPO's claim
         is that group-relative updates shrink it while p grows.
+
+        Written for leading run dimensions: the batched simulator calls it on the R runs'
+        banks stacked into one (``correct`` [R, N, K], ``rare_answer`` [R, N]) and a policy
+        whose ``probs()`` is [R, N, K]; every metric is then [R].
         """
         if self.rare_answer is None:
             return super().policy_metrics(policy)
         probs = policy.probs()  # (N, K)
-        rare = probs.gather(1, self.rare_answer[:, None]).squeeze(1)
-        p = (probs * self.correct).sum(-1)
-        return {"modes/rare_share": (rare / p.clamp_min(1e-12)).mean()}
+        return {"modes/rare_share": rare_mode_share(probs, (probs * self.correct).sum(-1), self.rare_answer)}
+
+
+def rare_mode_share(probs: torch.Tensor, p: torch.Tensor, rare_answer: torch.Tensor) -> torch.Tensor:
+    """[...] mean over prompts of pi(rare correct answer) / p, from ``probs`` [..., N, K], the
+    success probabilities ``p`` [..., N] and ``rare_answer`` [..., N] (leading dims: runs)."""
+    rare = probs.gather(-1, rare_answer[..., None]).squeeze(-1)  # (..., N)
+    return (rare / p.clamp_min(1e-12)).mean(dim=-1)

@@ -1,0 +1,366 @@
+"""The batched simulator: R tabular runs as one set of tensors, one step for all of them.
+
+    logits [R, N, K] -> prompts [R, P] -> answers [R, P, G] -> rewards [R, P, G]
+      -> per algorithm group: shaping, advantage, reweighter on [R_g, P, G] (state [R_g])
+      -> per epoch / minibatch: logp [R, b, 1] -> vmap(loss + KL + aggregation) -> [R]
+         -> sum -> backward -> per-run clipping -> per-run Adam / SGD step
+      -> metrics [R] (experiments.metrics over a leading run dimension)
+
+Every run is built by the single-run builder (``build_trainer``): configs are validated
+the same way, and tasks, initial logits, algorithms and optimizer settings are exactly a
+single run's. The algorithm stages are the registered ones, called on tensors with a
+leading run dimension (advantages, reweighters, metrics) or under ``torch.vmap`` (losses
+and aggregations, which are defined on [B, T]); no stage is re-implemented here.
+
+Runs may differ in seed, bank content, algorithm, reweighter and their hyperparameters,
+learning rate, weight decay and max_grad_norm. They must share the env, the shapes
+(N, K, P, G), steps, epochs, minibatches and optimizer kind (``batch_key``). Runs with the
+same algo + reweight config form a *group*: its stages run once on the group's slice.
+
+Not batched (``NotBatchable``): non-tabular policies, and filters that drop groups (DAPO's
+dynamic sampling: runs would differ in batch size and sampling rounds); ``run_sweep``
+sends such runs to worker processes as single runs. Batched runs keep no checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from functools import partial
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+
+from algorithms import Algorithm, ConfigError, build_algorithm
+from algorithms.losses import k3_kl, masked_mean
+from algorithms.registry import build_params
+from experiments import metrics as M
+from experiments.optim import OptimParams
+from experiments.sim.components import build_trainer
+from experiments.sim.draws import DRAWS, RunDraws, TrainerDraws
+from experiments.sim.history import History
+from experiments.sim.optim import RunOptimizer, clip_per_run
+from policies.tabular import TabularPolicy
+
+BATCHED_POLICIES = ("tabular",)
+# Config fields that may differ between the runs of one batch (everything else must match).
+PER_RUN_FIELDS = {"": ("seed", "algo", "reweight", "resume", "arena"), "env": ("seed",),
+                  "optim": ("lr", "weight_decay", "max_grad_norm"),
+                  "train": ("log_dir", "run_name", "progress", "checkpoint_every", "keep_checkpoints")}
+
+
+class NotBatchable(ConfigError):
+    """These runs cannot share one batch (the message says why); run them as single runs."""
+
+
+def batch_key(cfg: dict) -> str:
+    """Runs whose keys are equal can share a batch: the config without its per-run fields."""
+    shared = copy.deepcopy(cfg)
+    for section, keys in PER_RUN_FIELDS.items():
+        target = shared if not section else shared.get(section, {})
+        for key in keys:
+            target.pop(key, None)
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def unbatchable_reason(cfg: dict) -> str | None:
+    """Why this run cannot be batched, or None."""
+    policy = cfg.get("policy", {}).get("name")
+    if policy not in BATCHED_POLICIES:
+        return f"policy {policy!r}: the batched simulator runs the tabular policy only"
+    return filter_reason(build_algorithm(cfg["algo"], cfg.get("reweight")))
+
+
+def filter_reason(algo: Algorithm) -> str | None:
+    """A filter that resamples or drops groups makes runs differ in batch size."""
+    degenerate = torch.zeros(1, 2)  # one group whose rewards all agree
+    if algo.filter.max_extra_rounds > 0 or not bool(algo.filter.keep(degenerate).all()):
+        return (f"{algo.name}: its filter drops groups (dynamic sampling), so runs would differ in batch "
+                "size and sampling rounds; run it unbatched (run_sweep sends it to worker processes)")
+    return None
+
+
+def token_objective(algo: Algorithm, logp, old_logp, advantages, mask, ref_logp):
+    """One run's minibatch loss as the Trainer computes it: (scalar, stats); tensors [b, T]."""
+    per_token, stats = algo.loss(logp, old_logp, advantages, mask)
+    if algo.kl_beta > 0:
+        kl = k3_kl(logp, ref_logp)  # (b, T)
+        per_token = per_token + algo.kl_beta * kl
+        stats = {**stats, "kl_ref": masked_mean(kl.detach(), mask)}
+    loss = algo.aggregate(per_token, mask)
+    return loss, {**stats, "value": loss.detach()}
+
+
+def rows(table: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+    """[R, P, K] rows ``ids`` [R, P] of ``table`` [R, N, K] (the whole table when ids is None)."""
+    if ids is None:
+        return table
+    runs, num_prompts, k = table.shape
+    flat = (ids + num_prompts * torch.arange(runs)[:, None]).reshape(-1)  # row r * N + i of the flat table
+    return table.reshape(runs * num_prompts, k).index_select(0, flat).view(runs, -1, k)  # ~10x faster than gather
+
+
+@attrs.frozen
+class RunGroup:
+    """Runs sharing one algo + reweight config, and that algorithm's bound stages."""
+
+    algo: Algorithm
+    runs: list[int]
+    index: torch.Tensor | None
+    """[R_g] run indices, or None when the group is every run (no copies)."""
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.index is None else x.index_select(0, self.index)
+
+
+class BatchedSimulator:
+    """R tabular runs stepped together; ``run()`` returns one ``History`` per run, in order."""
+
+    def __init__(self, configs: list[dict], draws: str = "runs", exact: bool | None = None,
+                 run_dirs: list[Path] | None = None):
+        """``draws``: "runs" (fast) or "trainer" (the single runs' own random streams, see
+        experiments.sim.draws). ``exact`` (default: draws == "trainer") computes log-probs per
+        response in minibatch order, as the Trainer does, so that gradients are bitwise the
+        single run's (Adam turns rounding-level gradients of unsampled answers into steps
+        of ~0.1 lr, so anything less diverges at ~1e-3); otherwise per prompt (G times
+        less work, the same gradient up to rounding)."""
+        if not configs:
+            raise ValueError("BatchedSimulator needs at least one run config")
+        if draws not in DRAWS:
+            raise ValueError(f"draws: must be one of {', '.join(DRAWS)}, got {draws!r}")
+        check_batchable(configs)
+        run_dirs = run_dirs or [Path(c["train"]["log_dir"]) / f"batched-{i}" for i, c in enumerate(configs)]
+        self.trainers = [build_trainer(c, d) for c, d in zip(configs, run_dirs)]  # validates every run
+        for i, t in enumerate(self.trainers):
+            if not isinstance(t.policy, TabularPolicy) or not hasattr(t.task, "correct"):
+                raise NotBatchable(f"run {i}: the batched simulator needs the tabular policy and a task with a correct-answer table")
+        self.params = self.trainers[0].params  # shared: steps, P, G, epochs, minibatches
+        self.logits = torch.stack([t.policy.logits.detach() for t in self.trainers]).requires_grad_(True)  # (R, N, K)
+        self.ref_logits = torch.stack([t.policy.ref_logits for t in self.trainers])  # (R, N, K)
+        self.bank = stack_tasks([t.task for t in self.trainers])  # the R tasks as one, tensors (R, ...)
+        self.correct = self.bank.correct.float()  # (R, N, K): 1 where correct
+        self.buckets = self.bank.buckets  # (R, N)
+        self.optimizer = RunOptimizer(self.logits, [build_params(OptimParams, c["optim"], "optim") for c in configs])
+        norms = [t.max_grad_norm for t in self.trainers]
+        self.max_norm = None if all(n is None for n in norms) else torch.tensor([math.inf if n is None else n for n in norms])
+        self.groups = make_groups(configs, self.trainers)
+        num_prompts, p = self.logits.shape[1], self.params.prompts_per_step
+        self.draws = (TrainerDraws(self.trainers, p) if draws == "trainer" else
+                      RunDraws([c["seed"] for c in configs], num_prompts, p, shuffle=self.params.minibatches > 1))
+        self.exact = draws == "trainer" if exact is None else exact
+        self.logp_table = self.log_softmax()  # (R, N, K) of the current logits
+        self.probs_table = self.logp_table.exp()
+        self.run_index = torch.arange(len(configs))[:, None]  # (R, 1)
+        self.step = 0
+        self.records: list[list[torch.Tensor]] = []  # per step: [common-before [K1, R], group g [K_g, R_g]..., common-after [K2, R]]
+        self.keys: list[list[str]] | None = None
+
+    @property
+    def num_runs(self) -> int:
+        return self.logits.shape[0]
+
+    # ------------------------------------------------------------ one step
+    def train_step(self) -> None:
+        """Sample, score, reweight, update and record metrics for every run."""
+        g = self.params.group_size
+        with torch.no_grad():
+            ids = self.draws.prompts()  # (R, P) or None: every prompt
+            logp_all = rows(self.logp_table, ids)  # (R, P, K): the policy's log_softmax rows
+            probs = rows(self.probs_table, ids)  # their exp
+            answers = self.draws.answers(probs, g)  # (R, P, G)
+            correct = rows(self.correct, ids)  # (R, P, K)
+            raw = correct.gather(-1, answers)  # (R, P, G) verifier rewards
+            p_true = (probs * correct).sum(-1)  # (R, P) exact p at sampling time
+            old_logp = logp_all.gather(-1, answers)  # (R, P, G)
+            buckets = self.buckets if ids is None else self.buckets.gather(1, ids)  # (R, P)
+
+        group_stats, parts = [], []
+        for grp in self.groups:
+            rewards = grp.take(raw)
+            rewards = grp.algo.shape(rewards, torch.ones_like(rewards))  # (R_g, P, G); every response is 1 token
+            adv = grp.algo.advantage(rewards)
+            w, stats = grp.algo.reweighter(adv, rewards)
+            parts.append((adv, w))
+            group_stats.append(stats)
+        advantages, weighted = (join(self.groups, [part[i] for part in parts]) for i in (0, 1))  # (R, P, G)
+        loss_stats = self.update(ids, answers, old_logp, weighted)
+
+        before = M.group_metrics(raw, advantages, weighted, buckets, p_true)  # name -> (R,)
+        runs = self.num_runs
+        before.update({"sampling/rounds": torch.ones(runs), "sampling/dropped_groups": torch.zeros(runs),
+                       "sampling/train_groups": torch.full((runs,), float(self.params.prompts_per_step))})
+        self.logp_table = self.log_softmax()  # after the update: metrics now, sampling next step
+        self.probs_table = self.logp_table.exp()
+        policy = TableView(self.probs_table)  # the R policies' probs (R, N, K), as the task reads them
+        after = M.exact_accuracy(self.bank.success_probability(policy), self.buckets)  # the Trainer's calls
+        if hasattr(self.bank, "policy_metrics"):
+            after.update(self.bank.policy_metrics(policy))
+        per_group = [{**reweight, **loss} for reweight, loss in zip(group_stats, loss_stats)]
+        self.record(before, per_group, after)
+        self.step += 1
+
+    def update(self, ids, answers, old_logp, weighted) -> list[dict[str, torch.Tensor]]:
+        """PPO-style epochs over minibatches, every run at once; per group: mean loss stats [R_g]."""
+        runs, p, g = answers.shape
+        batch = p * g
+        old = old_logp.reshape(runs, batch, 1)  # (R, B, T = 1)
+        adv = weighted.reshape(runs, batch, 1)
+        ref = None
+        if any(grp.algo.kl_beta > 0 for grp in self.groups):
+            with torch.no_grad():
+                ref = torch.log_softmax(rows(self.ref_logits, ids), -1).gather(-1, answers).reshape(runs, batch, 1)
+        num_minibatches = min(self.params.minibatches, batch)
+        collected: list[dict[str, list[torch.Tensor]]] = [{} for _ in self.groups]
+        for _ in range(self.params.ppo_epochs):
+            order = self.draws.order(batch)  # (R, B) or None: in order
+            if order is None and num_minibatches > 1:
+                order = torch.arange(batch).expand(runs, batch)
+            for index in order.chunk(num_minibatches, dim=1) if order is not None else [None]:
+                logp = self.logprobs(ids, answers, index)  # (R, b, 1) with grad
+                old_mb, adv_mb = pick(old, index), pick(adv, index)
+                ref_mb = pick(ref, index) if ref is not None else old_mb  # unused without KL
+                mask = torch.ones_like(old_mb)
+                total = 0.0
+                for grp, out in zip(self.groups, collected):
+                    objective = torch.vmap(partial(token_objective, grp.algo))
+                    loss, stats = objective(*(grp.take(x) for x in (logp, old_mb, adv_mb, mask, ref_mb)))  # (R_g,)
+                    total = total + loss.sum()
+                    for k, v in stats.items():
+                        out.setdefault(f"loss/{k}", []).append(v.detach())
+                self.logits.grad = None
+                total.backward()  # each run's gradient is its own: runs share no parameters
+                grad_norm = clip_per_run(self.logits.grad, self.max_norm)  # (R,)
+                self.optimizer.step(self.logits.grad)
+                for grp, out in zip(self.groups, collected):
+                    out.setdefault("loss/grad_norm", []).append(grp.take(grad_norm))
+        return [{k: torch.stack(v).mean(0) for k, v in out.items()} for out in collected]
+
+    @torch.no_grad()
+    def log_softmax(self) -> torch.Tensor:
+        """[R, N, K] log pi(answer | prompt) of every run, no grad (rows are the tabular policy's)."""
+        return torch.log_softmax(self.logits, dim=-1)
+
+    def logprobs(self, ids: torch.Tensor | None, answers: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        """[R, b, 1] log-probabilities of the responses ``index`` [R, b] (None: all B, in order)."""
+        runs, p, g = answers.shape
+        if not self.exact:  # one log-softmax per prompt, then its G answers
+            return pick(torch.log_softmax(rows(self.logits, ids), -1).gather(-1, answers).reshape(runs, p * g, 1), index)
+        ids = torch.arange(p).expand(runs, p) if ids is None else ids
+        prompt = ids.repeat_interleave(g, dim=1)  # (R, B): the Trainer's per-response rows, minibatch order
+        answer = answers.reshape(runs, p * g)
+        if index is not None:
+            prompt, answer = prompt.gather(1, index), answer.gather(1, index)
+        return torch.log_softmax(self.logits[self.run_index, prompt], -1).gather(-1, answer[..., None])
+
+    # ------------------------------------------------------------ metrics
+    def record(self, before: dict, per_group: list[dict], after: dict) -> None:
+        """Keep this step's metrics as tensors (read once, by ``histories``)."""
+        parts = [before, *per_group, after]
+        if self.keys is None:
+            self.keys = [list(p) for p in parts]
+        self.records.append([torch.stack([p[k].detach().float().reshape(-1) for k in keys])
+                             for p, keys in zip(parts, self.keys)])
+
+    def histories(self) -> list[History]:
+        """One History per run, tags in the single-run Trainer's order."""
+        if not self.records:
+            return [History((), np.zeros((0, 0), np.float32)) for _ in range(self.num_runs)]
+        blocks = [torch.stack([step[i] for step in self.records]).numpy() for i in range(len(self.keys))]  # (S, K_i, R_i)
+        before, after = blocks[0], blocks[-1]
+        out = [None] * self.num_runs
+        for gi, grp in enumerate(self.groups):
+            keys = tuple(self.keys[0] + self.keys[1 + gi] + self.keys[-1])
+            for j, r in enumerate(grp.runs):
+                values = np.concatenate([before[:, :, r], blocks[1 + gi][:, :, j], after[:, :, r]], axis=1)
+                out[r] = History(keys, np.ascontiguousarray(values))
+        return out
+
+    # ------------------------------------------------------------ loop
+    def run(self, on_step=None) -> list[History]:
+        """Train every run to ``train.steps``; ``on_step(step)`` after each step."""
+        while self.step < self.params.steps:
+            self.train_step()
+            if on_step is not None:
+                on_step(self.step)
+        return self.histories()
+
+
+def pick(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """[R, b, 1] responses ``index`` [R, b] of ``x`` [R, B, 1] (all of them when index is None)."""
+    return x if index is None else x.gather(1, index[..., None])
+
+
+class TableView:
+    """What a task reads from a tabular policy (``probs``), for R runs at once: [R, N, K]."""
+
+    def __init__(self, probs: torch.Tensor):
+        self._probs = probs
+
+    def probs(self, prompt_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if prompt_ids is not None:
+            raise NotImplementedError("the batched simulator reads whole tables")
+        return self._probs
+
+
+def stack_tasks(tasks: list) -> object:
+    """The R runs' tasks as one object of their class whose tensor attributes are stacked
+    [R, ...]: task methods written for leading run dimensions (``success_probability``,
+    ``policy_metrics``) then give every run's values at once."""
+    if len({type(t) for t in tasks}) != 1:
+        raise NotBatchable(f"runs have different task classes: {sorted({type(t).__name__ for t in tasks})}")
+    stacked = copy.copy(tasks[0])
+    for name, value in vars(tasks[0]).items():
+        values = [getattr(t, name) for t in tasks]
+        if torch.is_tensor(value):
+            if any(not torch.is_tensor(v) or v.shape != value.shape for v in values):
+                raise NotBatchable(f"task attribute {name!r} differs in shape between runs")
+            setattr(stacked, name, torch.stack(values))
+        elif value is None and any(v is not None for v in values):
+            raise NotBatchable(f"task attribute {name!r} is set in some runs only")
+    return stacked
+
+
+def join(groups: list[RunGroup], parts: list[torch.Tensor]) -> torch.Tensor:
+    """[R, ...] from each group's slice [R_g, ...] (the slice itself for a single group)."""
+    if len(groups) == 1:
+        return parts[0]
+    full = parts[0].new_empty((sum(len(g.runs) for g in groups), *parts[0].shape[1:]))
+    for grp, part in zip(groups, parts):
+        full.index_copy_(0, grp.index, part)
+    return full
+
+
+def make_groups(configs: list[dict], trainers: list) -> list[RunGroup]:
+    """Runs with equal algo + reweight configs, each group with the first run's algorithm."""
+    members: dict[str, list[int]] = {}
+    for i, c in enumerate(configs):
+        members.setdefault(json.dumps([c["algo"], c.get("reweight")], sort_keys=True), []).append(i)
+    single = len(members) == 1
+    return [RunGroup(trainers[runs[0]].algo, runs, None if single else torch.tensor(runs)) for runs in members.values()]
+
+
+def check_batchable(configs: list[dict]) -> None:
+    """Raise NotBatchable naming the first run that cannot join the first run's batch, and why."""
+    first = batch_key(configs[0])
+    for i, c in enumerate(configs):
+        reason = unbatchable_reason(c)
+        if reason is not None:
+            raise NotBatchable(f"run {i}: {reason}")
+        if batch_key(c) != first:
+            diff = differing_fields(json.loads(first), json.loads(batch_key(c)))
+            raise NotBatchable(f"run {i} differs from run 0 in {', '.join(diff)}; a batch shares everything but "
+                               f"its per-run fields (seed, algo, reweight, optim.lr/weight_decay/max_grad_norm, env.seed)")
+
+
+def differing_fields(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += differing_fields(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key}")
+    return out

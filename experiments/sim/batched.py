@@ -195,7 +195,10 @@ class BatchedSimulator:
         self.logp_table = self.log_softmax()  # after the update: metrics now, sampling next step
         self.probs_table = self.logp_table.exp()
         policy = TableView(self.probs_table)  # the R policies' probs (R, N, K), as the task reads them
-        after = M.exact_accuracy(self.bank.success_probability(policy), self.buckets)  # the Trainer's calls
+        # A tabular response is one complete token: the Trainer's response metrics are constant.
+        after = {"response/length_mean": torch.ones(runs), "response/length_max": torch.ones(runs),
+                 "response/truncated_frac": torch.zeros(runs)}
+        after.update(M.exact_accuracy(self.bank.success_probability(policy), self.buckets))  # the Trainer's calls
         if hasattr(self.bank, "policy_metrics"):
             after.update(self.bank.policy_metrics(policy))
         per_group = [{**reweight, **loss} for reweight, loss in zip(group_stats, loss_stats)]

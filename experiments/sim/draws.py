@@ -57,7 +57,7 @@ class TrainerDraws:
         self.prompts_per_step = prompts_per_step
 
     def prompts(self) -> torch.Tensor:
-        return torch.stack([t.task.sample_prompts(self.prompts_per_step).ids for t in self.trainers])
+        return torch.stack([t.task.sample_prompts(self.prompts_per_step).index for t in self.trainers])
 
     def answers(self, probs: torch.Tensor, group_size: int) -> torch.Tensor:
         # The tabular policy's sample(): multinomial on exp(log_softmax(rows)), per run.

@@ -144,7 +144,8 @@ class Trainer:
         if self.logger is not None:
             self.logger.log(self.step, values)
             if self.params.samples_every and self.step % self.params.samples_every == 0:
-                self.logger.log_samples(self.step, batch.prompts, batch.rollout, batch.raw_rewards, self.params.samples_shown)
+                self.logger.log_samples(self.step, batch.prompts, batch.rollout, batch.raw_rewards,
+                                        self.params.samples_shown)
                 self.logger.log_histogram(self.step, "reweight/weights", M.reweight_weights(advantages, weighted))
         return values
 

@@ -31,12 +31,13 @@ from tqdm import tqdm
 from algorithms.registry import build_params, gt, integer
 from policies.hf import HFParams
 from policies.registry import POLICIES
-from rlvr_env.problems import BOXED_INSTRUCTION, in_held_out_split
+from rlvr_env.problems import in_held_out_split
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # pad, turn start, turn end (= eos)
-# Whole-string tokens besides the characters: the chat roles, the answer box and the one sentence
-# every boxed arithmetic prompt carries, so that two CPU cores spend their time on the question.
-WORD_TOKENS = ("user", "assistant", "\\boxed{", BOXED_INSTRUCTION)
+# Whole-string tokens besides the characters: the chat roles, the answer box and (added in
+# char_tokenizer) the instruction sentence every boxed prompt carries (rlvr_env.problems.BOXED_INSTRUCTION),
+# so that two CPU cores spend their time on the question.
+WORD_TOKENS = ("user", "assistant", "\\boxed{")
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 TINY_CONFIG = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
@@ -48,13 +49,15 @@ def char_tokenizer():
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
+    from rlvr_env.problems import BOXED_INSTRUCTION
+
     chars = [c for c in string.printable if c not in "\x0b\x0c\r"]
     vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, *chars, "<unk>"])}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # one piece per character
     core.decoder = decoders.Fuse()
     core.add_special_tokens(list(SPECIAL_TOKENS))
-    core.add_tokens(list(WORD_TOKENS))  # matched before the character split; decoded as text
+    core.add_tokens([*WORD_TOKENS, BOXED_INSTRUCTION])  # matched before the character split; decoded as text
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=SPECIAL_TOKENS[0], eos_token=SPECIAL_TOKENS[2],
                                         unk_token="<unk>")
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -88,8 +91,8 @@ def build_tiny_qwen3(path: str | Path, *, seed: int = 0, **config) -> Path:
     if (path / "config.json").is_file():
         return path
     tokenizer = char_tokenizer()
-    cfg = Qwen3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                      bos_token_id=None, **{**TINY_CONFIG, **config})
+    cfg = Qwen3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+                      eos_token_id=tokenizer.eos_token_id, **{**TINY_CONFIG, **config})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen3ForCausalLM(cfg)
@@ -156,7 +159,8 @@ def warm_start(base: Path, out: Path, params: WarmStartParams, *, chat_template:
     with atomic_folder(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "warm_start.json").write_text(json.dumps({**attrs.asdict(params), "final_loss": float(loss.detach())}, indent=1))
+        record = {**attrs.asdict(params), "final_loss": float(loss.detach())}
+        (tmp / "warm_start.json").write_text(json.dumps(record, indent=1))
     return out
 
 

@@ -1,9 +1,7 @@
 """Subprocess runs of ``python -m experiments.run``: smoke, TensorBoard events, errors, resume."""
 
 import re
-import shutil
 
-import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import run_cli

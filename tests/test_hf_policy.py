@@ -6,6 +6,7 @@ import torch
 from tests.hf_fixtures import arithmetic_prompts, make_policy, tiny_dir  # noqa: F401
 
 from policies.base import PromptBatch  # noqa: E402
+from rlvr_env.problems import BOXED_INSTRUCTION  # noqa: E402
 from policies.hf import logprobs as LP  # noqa: E402
 from policies.hf.logprobs import response_logprobs  # noqa: E402
 from algorithms import ConfigError  # noqa: E402
@@ -207,9 +208,14 @@ def test_char_tokenizer_round_trip_and_chat_template(tiny_dir):  # noqa: F811
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
-    text = "What is (12 + 3) * 4?\nPlease reason step by step, and put your final answer within \\boxed{}."
-    ids = tok(text)["input_ids"]
-    assert len(ids) == len(text) and tok.decode(ids) == text  # one token per character
+    question = "What is (12 + 3) * -4?"
+    ids = tok(question)["input_ids"]
+    assert len(ids) == len(question) and tok.decode(ids) == question  # one token per character
+    prompt = f"{question}\n{BOXED_INSTRUCTION}"
+    ids = tok(prompt)["input_ids"]
+    assert len(ids) == len(question) + 2 and tok.decode(ids) == prompt  # the instruction is one token
+    answer = tok("\\boxed{-15}")["input_ids"]
+    assert len(answer) == 5 and tok.decode(answer) == "\\boxed{-15}"
     assert tok.eos_token == "<|im_end|>" and tok.pad_token_id != tok.eos_token_id
     chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"

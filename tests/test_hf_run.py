@@ -96,8 +96,8 @@ def test_reweighting_weights_histogram_and_samples_for_any_policy(make_cfg, tmp_
 
     from experiments.tracking import TensorBoardLogger
 
-    trainer = build_trainer(make_cfg("algo=grpo_hadw", "train.steps=3", "train.samples_every=2", "train.progress=false"),
-                            tmp_path)
+    cfg = make_cfg("algo=grpo_hadw", "train.steps=3", "train.samples_every=2", "train.progress=false")
+    trainer = build_trainer(cfg, tmp_path)
     trainer.logger = TensorBoardLogger(tmp_path)
     trainer.train()
     trainer.logger.close()

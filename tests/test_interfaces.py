@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from algorithms import AGGREGATIONS, build_algorithm
+from algorithms import build_algorithm
 from algorithms.aggregation import Totals
 from experiments.config import build_trainer, compose_config, override_key
 from policies.base import Rollout

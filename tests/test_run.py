@@ -1,7 +1,6 @@
 """The run: config validation, determinism, resume, the Theorem-1 signature in training."""
 
 import math
-import shutil
 
 import pytest
 import torch

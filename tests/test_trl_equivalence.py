@@ -92,7 +92,8 @@ def test_loss_and_gradient_equal_trl(tiny_dir, tmp_path, ours, off_policy):  # n
     inputs = [{"prompt": [{"role": "user", "content": t}]} for t in prompts.texts for _ in range(G)]
     batch = trainer._generate_and_score_completions(inputs)
     assert torch.equal(batch["completion_ids"] * batch["completion_mask"], rollout.tokens * rollout.mask.long())
-    assert torch.equal(batch["prompt_ids"][batch["prompt_mask"].bool()], rollout.prompt_tokens[rollout.prompt_mask.bool()])
+    prompt_ids = batch["prompt_ids"][batch["prompt_mask"].bool()]
+    assert torch.equal(prompt_ids, rollout.prompt_tokens[rollout.prompt_mask.bool()])  # the same chat-templated prompts
     if off_policy:
         batch["old_per_token_logps"] = rollout.old_logp
     trl_loss = trainer.compute_loss(trainer.model, batch)

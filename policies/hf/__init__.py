@@ -38,7 +38,8 @@ def _lora(value: Any) -> LoraParams:
 
 def _model_path(inst, attribute, value):
     if not isinstance(value, str) or not value:
-        raise FieldError(attribute.name, f"missing: set it to a local folder holding config.json and weights, got {value!r}")
+        raise FieldError(attribute.name, "missing: set it to a local folder holding config.json and weights, "
+                                         f"got {value!r}")
 
 
 @attrs.frozen

@@ -19,7 +19,8 @@ def missing_weights_message(model_path: str, reason: str, hub_id: bool) -> str:
     if hub_id:
         how = (f"The hub is not contacted from here: download the weights where it is reachable "
                f"(huggingface-cli download {model_path} --local-dir /data/{name}), copy the folder to this machine and "
-               f"run with policy.model_path=/data/{name} (or set policy.allow_download=true on a machine with hub access).")
+               f"run with policy.model_path=/data/{name} (or set policy.allow_download=true on a machine with hub "
+               f"access).")
     else:
         how = ("Put the model's files there (config.json, *.safetensors, tokenizer files) or run with "
                "policy.model_path=/path/to/the/model/folder.")
@@ -121,8 +122,8 @@ def load_tokenizer(path: str, chat_template: bool):
 def encode_prompt(tokenizer, text: str, chat_template: bool, chat_template_kwargs: dict | None = None) -> list[int]:
     """Prompt ids: a user turn of the chat template with the generation prompt, or the plain text."""
     if chat_template:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
-                                            add_generation_prompt=True, return_dict=False, **(chat_template_kwargs or {}))
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True, return_dict=False,
+                                            add_generation_prompt=True, **(chat_template_kwargs or {}))
     else:
         ids = tokenizer(text)["input_ids"]
     return list(ids)

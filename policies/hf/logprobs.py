@@ -33,7 +33,8 @@ def chunked_head_logprobs(hidden: torch.Tensor, head: torch.nn.Linear, targets: 
 
 
 def response_logprobs(causal, prompt_tokens: torch.Tensor, prompt_mask: torch.Tensor, tokens: torch.Tensor,
-                      mask: torch.Tensor, *, temperature: float, chunk: int, share_prompts: bool = True) -> torch.Tensor:
+                      mask: torch.Tensor, *, temperature: float, chunk: int,
+                      share_prompts: bool = True) -> torch.Tensor:
     """[B, T] float32 log-probs of ``tokens`` [B, T] (right-padded, ``mask``) after
     ``prompt_tokens`` [B, S] (left-padded, ``prompt_mask``); 0 on padding.
 
@@ -77,8 +78,8 @@ def _shared_prompt_hidden(trunk, prompt_tokens, prompt_mask, tokens, mask) -> to
     s = prompt_tokens.shape[1]
     u_mask = unique[:, s:]
     cache = DynamicCache(config=trunk.config)
-    prompt_hidden = trunk(input_ids=unique[:, :s], attention_mask=u_mask, position_ids=(u_mask.cumsum(-1) - 1).clamp_min(0),
-                          past_key_values=cache, use_cache=True).last_hidden_state  # (U, S', H)
+    prompt_hidden = trunk(input_ids=unique[:, :s], attention_mask=u_mask, past_key_values=cache, use_cache=True,
+                          position_ids=(u_mask.cumsum(-1) - 1).clamp_min(0)).last_hidden_state  # (U, S', H)
     cache.batch_select_indices(inverse)  # every response sees its prompt's keys / values (with their gradients)
     start = prompt_mask.long().sum(dim=1, keepdim=True)  # (B, 1): the first response position
     positions = start + torch.arange(tokens.shape[1], device=tokens.device)  # (B, T')

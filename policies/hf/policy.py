@@ -120,7 +120,8 @@ class HFPolicy:
         params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         if set(params) != set(state):
             missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
-            raise ValueError(f"policy checkpoint does not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+            raise ValueError(f"policy checkpoint does not match the model: missing {missing[:3]}, "
+                             f"unexpected {extra[:3]}")
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(state[n])

@@ -114,7 +114,7 @@ def test_bootstrap_interval_covers_the_mean():
 def test_eval_every_logs_eval_scalars_and_leaves_training_unchanged(tmp_path):
     base = ["algo=grpo_hadw", "train.steps=6", "train.progress=false"]
     plain = build_trainer(compose_config(*base), tmp_path / "a").train()
-    evald = build_trainer(compose_config(*base, "train.eval_every=3", "eval.n=2"), tmp_path / "b").train()
+    evald = build_trainer(compose_config(*base, "train.eval_every=3", "eval.n=2", "eval.k=[1,2]"), tmp_path / "b").train()
     # at step 0 (logged with step 1), every 3 steps, and before the last update
     assert [("eval/accuracy" in h) for h in evald] == [True, False, False, True, False, True]
     assert {"eval/accuracy_hard", "eval/pass@2", "eval/maj@2", "eval/exact_pass@2"} <= set(evald[0])

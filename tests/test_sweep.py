@@ -84,7 +84,7 @@ def test_run_spec_names_must_be_unique_in_a_sweep(make_cfg):
 
 def test_bench_sim_runs_from_the_command_line():
     """The benchmark CLI end to end, tiny: the ratio, a sweep over two spawned workers, the profile."""
-    from conftest import run_cli
+    from tests.conftest import run_cli
 
     out = run_cli("--runs", "2", "--steps", "2", "--repeats", "1", "--prompts", "16", "--bank", "32",
                   "--full-runs", "2", "--full-steps", "3", "--profile", "--profile-steps", "2", "--profile-top", "3",

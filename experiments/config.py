@@ -20,7 +20,7 @@ from algorithms import ConfigError, build_algorithm
 from algorithms.algorithm import algorithm_label
 from algorithms.registry import build_params
 from experiments.checkpoint import list_checkpoints
-from experiments.engine import LocalEngine
+from experiments.distributed import build_engine, check_data_parallel, processes
 from experiments.evaluator import EvalParams, PeriodicEval
 from experiments.optim import OptimParams, build_optimizer, build_scheduler
 from experiments.trainer import Trainer, TrainParams
@@ -64,12 +64,14 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None) -> Trainer:
     algorithm = build_algorithm(cfg["algo"], cfg.get("reweight"))
     # The policy keeps a frozen reference (or knows to switch its adapter off) only with a KL penalty.
     policy = POLICIES.build(cfg["policy"], "policy")(task, algorithm.kl_beta > 0)
+    exact = exact_view(task, policy)
+    check_data_parallel(processes(), policy, cfg["policy"].get("name"), exact, train.prompts_per_step)
     evaluator = build_evaluator(cfg, train.eval_every, task, policy) if train.eval_every else None
     optimizer = build_optimizer(optim, policy.parameters())
     optimizer_steps = train.steps * train.ppo_epochs * train.minibatches
-    engine = LocalEngine(optimizer, build_scheduler(optim, optimizer, optimizer_steps))
+    engine = build_engine(optimizer, build_scheduler(optim, optimizer, optimizer_steps))  # several processes: DDP
     return Trainer(train, task, policy, engine, algorithm, optim.max_grad_norm, seed, run_dir, logger,
-                   exact=exact_view(task, policy), evaluator=evaluator)
+                   exact=exact, evaluator=evaluator)
 
 
 def build_evaluator(cfg: dict[str, Any], every: int, task, policy) -> PeriodicEval:

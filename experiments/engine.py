@@ -21,6 +21,20 @@ from algorithms.aggregation import Totals
 class Engine(Protocol):
     is_main: bool
     """Only the main process writes events, checkpoints and the summary."""
+    rank: int
+    """This process's index (0 on one process)."""
+    world_size: int
+    """Number of data-parallel processes."""
+
+    def shard(self, n: int) -> slice:
+        """The rows of ``n`` (the step's groups) this process samples: contiguous, in rank
+        order, so ``gather`` of the per-process rows restores the original order."""
+        ...
+
+    def reduce_metrics(self, values: dict[str, torch.Tensor], sum_keys=()) -> dict[str, torch.Tensor]:
+        """Per-process 0-dim metrics -> their mean over processes (``*_max`` keys: the max;
+        ``sum_keys``: the sum, e.g. a loss whose per-process parts add up to the whole)."""
+        ...
 
     def backward(self, loss: torch.Tensor, *, sync: bool) -> None:
         """Accumulate gradients of ``loss``; ``sync`` on the last micro-batch of a minibatch
@@ -29,7 +43,8 @@ class Engine(Protocol):
 
     def step(self, max_grad_norm: float | None) -> torch.Tensor:
         """Clip the global gradient norm, step the optimizer (and schedule), zero the
-        gradients; returns the norm before clipping (0-dim, not synced to the host)."""
+        gradients; returns the norm before clipping (0-dim, not synced to the host). Every
+        process calls it once per minibatch, also one that held no rows of it (no backward)."""
         ...
 
     def totals(self, mask: torch.Tensor) -> Totals:
@@ -54,11 +69,19 @@ class LocalEngine:
     """
 
     is_main = True
+    rank = 0
+    world_size = 1
 
     def __init__(self, optimizer: torch.optim.Optimizer, scheduler=None):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def shard(self, n: int) -> slice:
+        return shard(n, self.rank, self.world_size)
+
+    def reduce_metrics(self, values: dict[str, torch.Tensor], sum_keys=()) -> dict[str, torch.Tensor]:
+        return values
 
     def backward(self, loss: torch.Tensor, *, sync: bool = True) -> None:
         loss.backward()
@@ -111,6 +134,9 @@ class DistributedEngine(LocalEngine):
         self.dist = dist
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.is_main = self.rank == 0
+        with torch.no_grad():  # every replica starts from the main process's weights
+            for p in self.params:
+                dist.broadcast(p.data, src=0)
 
     def reduce_gradients(self) -> None:
         """Sum every parameter's gradient over processes (one flat all-reduce; a missing gradient counts as 0)."""
@@ -132,6 +158,26 @@ class DistributedEngine(LocalEngine):
         self.dist.all_reduce(counts)
         return Totals(tokens=counts[0], sequences=counts[1])
 
+    def reduce_metrics(self, values: dict[str, torch.Tensor], sum_keys=()) -> dict[str, torch.Tensor]:
+        """A key some process lacks (it held no rows of any minibatch) counts on the others only."""
+        everyone: list[list[str] | None] = [None] * self.world_size
+        self.dist.all_gather_object(everyone, sorted(values))
+        keys = sorted(set().union(*everyone))
+        if not keys:
+            return {}
+        nan = torch.tensor(math.nan)
+        stacked = torch.stack([values.get(k, nan).detach().float().cpu().reshape(()) for k in keys])  # (K,)
+        present = torch.isfinite(stacked)
+        total = torch.where(present, stacked, 0.0)
+        count = present.float()
+        peak = torch.where(present, stacked, -math.inf)
+        for x in (total, count):
+            self.dist.all_reduce(x)
+        self.dist.all_reduce(peak, op=self.dist.ReduceOp.MAX)
+        mean = total / count  # NaN where no process had a finite value
+        reduced = [peak[i] if k.endswith("_max") else total[i] if k in sum_keys else mean[i] for i, k in enumerate(keys)]
+        return {k: torch.where(count[i] > 0, v, math.nan) for i, (k, v) in enumerate(zip(keys, reduced))}
+
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """Every process's rows, in rank order (processes may hold different row counts)."""
         rows = torch.tensor([x.shape[0]])
@@ -142,3 +188,11 @@ class DistributedEngine(LocalEngine):
         parts = [torch.empty_like(padded) for _ in range(self.world_size)]
         self.dist.all_gather(parts, padded)
         return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
+def shard(n: int, rank: int, world_size: int) -> slice:
+    """Rows [start, stop) of ``n`` for ``rank``: contiguous shares that differ by at most one
+    row, the larger ones first (``torch.tensor_split``'s rule)."""
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))

@@ -5,6 +5,7 @@ Examples:
     python -m experiments.run algo=grpo seed=1 train.steps=500
     python -m experiments.run algo=grpo reweight=hadw reweight.lambda_scale=1.3
     python -m experiments.run resume=runs/grpo_hadw-bandit-s0-20261121-120000
+    accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m experiments.run policy=tiny-qwen3 env=arithmetic
     python -m experiments.run --help        # config groups and every value
     python -m experiments.run --stages      # registered stages per registry
 """
@@ -22,6 +23,7 @@ from algorithms import ConfigError, registries
 from experiments.arena import run_arena
 from experiments.checkpoint import load_latest
 from experiments.config import CONFIG_FILE, build_trainer, resolve_config
+from experiments.distributed import broadcast_object, close_processes, init_processes, processes
 from experiments.tracking import TensorBoardLogger, summary_table
 from experiments.trainer import Trainer
 from policies import POLICIES
@@ -33,28 +35,38 @@ PROGRESS_METRICS = [("accuracy/all", "acc"), ("reward/mean", "reward"), ("hadw/b
 
 
 def run(cfg: DictConfig, overrides: list[str] = ()) -> Trainer:
+    """Build, train, summarise. Under several processes every process runs this; the main one
+    alone writes (config, events, checkpoints, model) and prints."""
     plain, run_dir, resuming = resolve_config(cfg, list(overrides))
+    run_dir = broadcast_object(run_dir)  # a new run's name carries the main process's clock
     trainer = build_trainer(plain, run_dir)  # validates everything before touching the disk
+    main = trainer.engine.is_main
     if resuming:
         found = load_latest(run_dir)
         if found is None:
             raise ConfigError(f"resume: no readable checkpoint in {run_dir}/checkpoints")
         path, state = found
-        trainer.load_state_dict(state)
-        print(f"resumed {run_dir} from {path.name} (step {trainer.step})", file=sys.stderr)
+        try:
+            trainer.load_state_dict(state)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if main:
+            print(f"resumed {run_dir} from {path.name} (step {trainer.step})", file=sys.stderr)
         if trainer.step >= trainer.params.steps:
-            print(f"nothing to train: the run is at step {trainer.step} and train.steps={trainer.params.steps}; "
-                  f"pass a larger train.steps to continue it. Its summary:", file=sys.stderr)
-            print(summary_table(trainer.history, f"{trainer.algo.name} on {plain['env']['name']}: {trainer.step} steps "
-                                f"(from {path.name})"))
+            if main:
+                print(f"nothing to train: the run is at step {trainer.step} and train.steps={trainer.params.steps}; "
+                      f"pass a larger train.steps to continue it. Its summary:", file=sys.stderr)
+                print(summary_table(trainer.history, f"{trainer.algo.name} on {plain['env']['name']}: "
+                                    f"{trainer.step} steps (from {path.name})"))
             return trainer
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resuming:
-        OmegaConf.save(OmegaConf.create(plain), run_dir / CONFIG_FILE)
-    trainer.logger = TensorBoardLogger.resume(run_dir, trainer.history) if resuming else TensorBoardLogger(run_dir)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            OmegaConf.save(OmegaConf.create(plain), run_dir / CONFIG_FILE)
+        trainer.logger = TensorBoardLogger.resume(run_dir, trainer.history) if resuming else TensorBoardLogger(run_dir)
 
     bar = tqdm(total=trainer.params.steps, initial=trainer.step, desc=trainer.algo.name,
-               disable=not trainer.params.progress, dynamic_ncols=True, file=sys.stderr)
+               disable=not (trainer.params.progress and main), dynamic_ncols=True, file=sys.stderr)
 
     def on_step(step: int, values: dict[str, float]) -> None:
         bar.update(1)
@@ -66,15 +78,20 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> Trainer:
         trainer.train(on_step)
     except KeyboardInterrupt:
         bar.close()
-        saved = f"checkpoint saved at step {trainer.step}" if trainer.step else "stopped before the first step"
-        print(f"\ninterrupted: {saved}; continue with: python -m experiments.run resume={run_dir}", file=sys.stderr)
+        if main:
+            saved = f"checkpoint saved at step {trainer.step}" if trainer.step else "stopped before the first step"
+            print(f"\ninterrupted: {saved}; continue with: python -m experiments.run resume={run_dir}", file=sys.stderr)
         raise SystemExit(130) from None
     finally:
         bar.close()
-        trainer.logger.close()
+        if trainer.logger is not None:
+            trainer.logger.close()
+    if not main:
+        return trainer
     elapsed = time.perf_counter() - start
+    processes = f", {trainer.engine.world_size} processes" if trainer.engine.world_size > 1 else ""
     title = (f"{trainer.algo.name} on {plain['env']['name']}: {trainer.step} steps, seed {plain['seed']}, "
-             f"{elapsed:.1f} s")
+             f"{elapsed:.1f} s{processes}")
     print(summary_table(trainer.history, title))
     print(f"\nrun directory: {run_dir}   (tensorboard --logdir {run_dir.parent})")
     return trainer
@@ -84,17 +101,27 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> Trainer:
 def main(cfg: DictConfig) -> dict[str, float] | None:
     """Returns the final metrics (a sweep's summary table collects them)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    overrides = HydraConfig.get().overrides.task
+    hydra_cfg = HydraConfig.get()
+    overrides = hydra_cfg.overrides.task
+    rank = 0
     try:
+        rank = init_processes()  # several processes under accelerate launch / torchrun
+        if processes() > 1 and (cfg.get("arena") or hydra_cfg.mode == RunMode.MULTIRUN):
+            raise ConfigError(f"{'arena' if cfg.get('arena') else 'sweeps (-m)'}: one process only; several processes "
+                              "train one run (start without accelerate launch)")
         if cfg.get("arena"):
             run_arena(list(cfg.arena), overrides)
             return None
         trainer = run(cfg, overrides)
         return trainer.history[-1] if trainer.history else None
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if processes() == 1 or rank == 0:  # every process finds the same problem: say it once
+            print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        close_processes()
 
 
 def print_stages() -> None:

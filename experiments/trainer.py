@@ -12,11 +12,13 @@ time), the ``Policy`` protocol and an ``Engine`` (which owns the optimizer).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+import numpy as np
 import torch
 
 from algorithms import Algorithm
@@ -69,19 +71,26 @@ class TrainParams:
 
 @attrs.frozen
 class StepBatch:
-    """Everything sampled in one step: N >= P groups (N > P only with extra filter rounds)."""
+    """Everything sampled in one step: N >= P groups (N > P only with extra filter rounds).
+
+    With several processes every process draws the same prompts, samples its share of the
+    groups (``Engine.shard``) and holds only their responses; rewards and lengths are
+    gathered, so advantages and reweighter state are computed identically everywhere."""
 
     prompts: PromptBatch
     rollout: Rollout
     raw_rewards: torch.Tensor
-    """[N, G] verifier rewards, before shaping (accuracy metrics use these)."""
+    """[N, G] verifier rewards of every process's groups, before shaping (accuracy metrics use these)."""
     lengths: torch.Tensor
-    """[N, G] response lengths in tokens."""
+    """[N, G] response lengths in tokens, every process's groups."""
     p_true: torch.Tensor | None
     """[N] exact success probabilities at sampling time, where the task knows them."""
     train_groups: torch.Tensor
     """[n] indices of the groups that enter the update (n <= P)."""
     stats: dict
+    local_groups: torch.Tensor
+    """[N_local] the groups this process sampled (indices into the N), in ``rollout`` order:
+    ``rollout`` holds only these (all N on one process)."""
 
 
 class Trainer:
@@ -106,7 +115,7 @@ class Trainer:
         self.max_grad_norm = max_grad_norm
         self.run_dir = Path(run_dir)
         self.logger = logger
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(process_seed(seed, engine.rank))  # sampling, minibatch order
         self.prompt_source = None  # the arena sets a shared stream: (num) -> PromptBatch
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -122,18 +131,22 @@ class Trainer:
         advantages = self.algo.advantage(rewards)  # (N, G)
         weighted, reweight_stats = self.algo.reweighter(advantages, rewards)  # (N, G)
         train = batch.train_groups  # (n,) groups that enter the update (first P kept)
-        rollout = batch.rollout.select_groups(train).with_(advantages=weighted[train].reshape(-1))  # (n * G,)
+        mine = torch.isin(batch.local_groups, train).nonzero().squeeze(1)  # this process's share of them
+        rollout = batch.rollout.select_groups(mine).with_(
+            advantages=weighted[batch.local_groups[mine]].reshape(-1))  # (n_local * G,)
         start = time.perf_counter()
-        loss_stats = self.update(rollout)
+        loss_stats = self.update(rollout, num_groups=train.numel())
         self.policy.sync_sampler()  # new weights into a separate generation engine, if any
         timing["time/update_s"] = time.perf_counter() - start
 
         step_metrics = M.group_metrics(batch.raw_rewards, advantages, weighted, self.task.bucket(batch.prompts), batch.p_true)
         step_metrics.update(batch.stats)
         step_metrics.update(reweight_stats)
-        step_metrics.update(loss_stats)
-        step_metrics.update(M.response_metrics(batch.rollout))
+        step_metrics.update(self.engine.reduce_metrics({**loss_stats, **M.response_metrics(batch.rollout)},
+                                                       sum_keys=("loss/value",)))  # per process -> all of them
         step_metrics.update(held_out)
+        if self.engine.world_size > 1:
+            step_metrics["processes/state_diff"] = self.check_replicas()
         if self.exact is not None:
             step_metrics.update(M.exact_accuracy(self.exact.success_probability(self.policy), self.exact.buckets))
             step_metrics.update(self.exact.policy_metrics(self.policy))
@@ -144,16 +157,36 @@ class Trainer:
         if self.logger is not None:
             self.logger.log(self.step, values)
             if self.params.samples_every and self.step % self.params.samples_every == 0:
-                self.logger.log_samples(self.step, batch.prompts, batch.rollout, batch.raw_rewards,
+                local = batch.local_groups
+                self.logger.log_samples(self.step, batch.prompts.select(local), batch.rollout, batch.raw_rewards[local],
                                         self.params.samples_shown)
                 self.logger.log_histogram(self.step, "reweight/weights", M.reweight_weights(advantages, weighted))
         return values
+
+    def check_replicas(self) -> torch.Tensor:
+        """Several processes: the reweighter state (HA-DW belief, ...) and a checksum of the
+        weights must be the same on every process after each step; they are computed from the
+        same gathered rewards and the same summed gradients. Returns the largest difference to
+        the main process (0); a difference stops the run instead of training diverged replicas."""
+        state = [torch.as_tensor(v, dtype=torch.float64).reshape(-1)
+                 for v in self.algo.reweighter.state_dict().values()]
+        checksum = torch.stack([p.detach().double().sum().cpu() for p in self.policy.parameters()]).sum()
+        mine = torch.cat(state + [checksum.reshape(1)])  # (F,)
+        every = self.engine.gather(mine[None])  # (W, F)
+        diff = (every - every[0]).abs().max()
+        if diff > 0:
+            raise RuntimeError(f"step {self.step + 1}: the processes' states differ (max difference {float(diff):.3g}): "
+                               "reweighter state and weights must be identical replicas; a process sampled or "
+                               "updated differently (different code, config or data on some process?)")
+        return diff.float()
 
     def evaluate(self, timing: dict[str, float]) -> dict[str, torch.Tensor]:
         """Held-out metrics of the current policy when due (step 0, every ``evaluator.every``
         steps, and before the last update), else nothing."""
         ev = self.evaluator
         if ev is None or not (self.step % ev.every == 0 or self.step + 1 == self.params.steps):
+            return {}
+        if not self.engine.is_main:  # the main process evaluates (it alone writes); the others go on
             return {}
         start = time.perf_counter()
         metrics = ev(self.policy)
@@ -162,8 +195,9 @@ class Trainer:
 
     def collect(self, timing: dict[str, float] | None = None) -> "StepBatch":
         """Sample P prompts x G responses and score them; with a filter, sample more rounds
-        (up to ``filter.max_extra_rounds``) until P groups pass, then keep the first P."""
-        t, exact = self.params, self.exact
+        (up to ``filter.max_extra_rounds``) until P groups pass, then keep the first P.
+        Each process samples and scores its share of the prompts (all of them on one process)."""
+        t, exact, engine = self.params, self.exact, self.engine
         timing = {} if timing is None else timing
         clock = {"time/sample_s": 0.0, "time/reward_s": 0.0}
         rounds: list[tuple] = []
@@ -172,22 +206,26 @@ class Trainer:
             shared = self.prompt_source is not None and round_ == 0  # extra filter rounds draw privately
             prompts = self.prompt_source(t.prompts_per_step) if shared else self.task.sample_prompts(t.prompts_per_step)
             p_true = exact.success_probability(self.policy, prompts.index) if exact else None  # exact p before sampling
+            mine = engine.shard(len(prompts))  # this process's groups of the round
+            local = prompts.select(mine)
             start = time.perf_counter()
-            rollout = self.policy.sample(prompts, t.group_size, self.generator)  # B = P * G responses
+            rollout = self.policy.sample(local, t.group_size, self.generator)  # B = P_local * G responses
             scored = time.perf_counter()
-            raw = self.engine.gather(self.task.rewards(prompts, rollout))  # (P, G), every process's groups
+            raw = engine.gather(self.task.rewards(local, rollout))  # (P, G), every process's groups
+            lengths = engine.gather(rollout.mask.sum(dim=1).view(len(local), t.group_size))  # (P, G)
             clock["time/sample_s"] += scored - start
             clock["time/reward_s"] += time.perf_counter() - scored
             check_rewards(raw, self.step + 1)
             keep = self.algo.filter.keep(raw)  # (P,)
-            rounds.append((prompts, rollout, raw, p_true, keep))
+            groups = torch.arange(mine.start, mine.stop) + len(prompts) * round_  # (P_local,) indices into the N
+            rounds.append((prompts, rollout, raw, lengths, p_true, keep, groups))
             if self.algo.filter.max_extra_rounds == 0:
                 break
             passed += int(keep.sum())  # rewards live on the host: no device sync
             if passed >= t.prompts_per_step:
                 break
         timing.update(clock)
-        prompts, rollout, raw, p_true, keep = zip(*rounds)
+        prompts, rollout, raw, lengths, p_true, keep, groups = zip(*rounds)
         keep = torch.cat(keep)  # (N,)
         train = keep.nonzero().squeeze(1)[: t.prompts_per_step]
         raw = torch.cat(raw)
@@ -201,29 +239,38 @@ class Trainer:
             prompts=PromptBatch.concat(list(prompts)),
             rollout=rollout,
             raw_rewards=raw,
-            lengths=rollout.mask.sum(dim=1).view(raw.shape),
+            lengths=torch.cat(lengths),
             p_true=torch.cat(p_true) if exact else None,
             train_groups=train,
             stats=stats,
+            local_groups=torch.cat(groups),
         )
 
-    def update(self, rollout: Rollout) -> dict[str, torch.Tensor]:
+    def update(self, rollout: Rollout, num_groups: int | None = None) -> dict[str, torch.Tensor]:
         """PPO-style epochs over minibatches of ``rollout`` (advantages set); one engine step
-        per minibatch, gradients accumulated over its micro-batches. Returns mean loss stats."""
+        per minibatch, gradients accumulated over its micro-batches. Returns mean loss stats.
+
+        ``num_groups``: groups in the update over all processes (default: this rollout's); every
+        process runs as many minibatches (some possibly empty here), so that the engine's
+        collectives (totals, gradient sum) line up."""
         batch = len(rollout)
-        if batch == 0:  # every group was filtered out: nothing to learn from this step
+        total = batch if num_groups is None else num_groups * self.params.group_size  # responses, all processes
+        if total == 0:  # every group was filtered out: nothing to learn from this step
             return {}
-        if self.algo.kl_beta > 0:  # once per step, not per minibatch and epoch
+        if self.algo.kl_beta > 0 and batch:  # once per step, not per minibatch and epoch
             with torch.no_grad():
                 rollout = rollout.with_(ref_logp=self.policy.ref_logprobs(rollout))
-        num_minibatches = min(self.params.minibatches, batch)
+        size = math.ceil(total / min(self.params.minibatches, total))
+        num_minibatches = math.ceil(total / size)  # as many as torch.chunk makes of the whole batch
         collected: dict[str, list[torch.Tensor]] = {}
         for _ in range(self.params.ppo_epochs):
             order = torch.randperm(batch, generator=self.generator)
-            for index in order.chunk(num_minibatches):
+            parts = list(order.chunk(num_minibatches)) if batch else []
+            for index in parts + [order[:0]] * (num_minibatches - len(parts)):
                 mb = rollout.select(index)
                 totals = self.engine.totals(mb.mask)  # counts of the whole minibatch, all processes
-                micro = mb.split(self.params.micro_batch_size or len(mb))
+                # a process may hold none of a minibatch: no backward then, but it takes part in the step
+                micro = mb.split(self.params.micro_batch_size or len(mb)) if len(mb) else []
                 loss = torch.zeros(())
                 for k, part in enumerate(micro):
                     logp = self.policy.logprobs(part)  # (b, T) on the policy's device
@@ -264,7 +311,9 @@ class Trainer:
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {
+        """The run's state (with several processes: called on every process, since each one's
+        sampling generator is gathered; the rest is the same everywhere)."""
+        state = {
             "step": self.step,
             "policy": self.policy.state_dict(),
             "engine": self.engine.state_dict(),
@@ -273,18 +322,38 @@ class Trainer:
             "generator": self.generator.get_state(),
             "history": list(self.history),
         }
+        if self.engine.world_size > 1:
+            state["process_generators"] = self.engine.gather(self.generator.get_state()[None])  # (W, S)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        saved = state.get("process_generators")
+        world = 1 if saved is None else saved.shape[0]
+        if world != self.engine.world_size:
+            raise ValueError(f"resume: the checkpoint was written by {world} process(es), this run has "
+                             f"{self.engine.world_size}; resume with the same number of processes")
         self.step = int(state["step"])
         self.policy.load_state_dict(state["policy"])
         self.engine.load_state_dict(state["engine"] if "engine" in state else {"optimizer": state["optimizer"]})
         self.algo.reweighter.load_state_dict(state["reweighter"])
         self.task.load_state_dict(state["task"])
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"] if saved is None else saved[self.engine.rank].clone())
         self.history = list(state["history"])
 
-    def save(self) -> Path:
-        return save_checkpoint(self.run_dir, self.step, self.state_dict(), self.params.keep_checkpoints)
+    def save(self) -> Path | None:
+        """Write a checkpoint (the main process; every process must call it)."""
+        state = self.state_dict()
+        if not self.engine.is_main:
+            return None
+        return save_checkpoint(self.run_dir, self.step, state, self.params.keep_checkpoints)
+
+
+def process_seed(seed: int, rank: int) -> int:
+    """The sampling seed of process ``rank``: ``seed`` itself on the main process (one process
+    is unchanged), an independent stream on the others."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def check_rewards(rewards: torch.Tensor, step: int) -> None:

@@ -29,6 +29,12 @@ class PromptBatch:
     def __len__(self) -> int:
         return int(self.index.shape[0])
 
+    def select(self, rows: slice | torch.Tensor) -> "PromptBatch":
+        """The prompts ``rows`` (a slice, or [n] long indices), in that order."""
+        if isinstance(rows, slice):
+            return PromptBatch(index=self.index[rows], texts=self.texts[rows])
+        return PromptBatch(index=self.index[rows], texts=tuple(self.texts[i] for i in rows.tolist()))
+
     @staticmethod
     def concat(batches: list["PromptBatch"]) -> "PromptBatch":
         return PromptBatch(index=torch.cat([b.index for b in batches]), texts=sum((b.texts for b in batches), ()))
@@ -167,6 +173,9 @@ class Policy(Protocol):
 
     max_new_tokens: int
     """The generation budget (Dr.GRPO's L_max and DAPO's overlong limits interpolate it)."""
+    multi_process: bool
+    """Whether several data-parallel processes may drive it: each holds the same weights and
+    samples its share of the groups (``experiments.engine.DistributedEngine``)."""
 
     def sample(self, prompts: PromptBatch, group_size: int, generator: torch.Generator) -> Rollout:
         """Draw ``group_size`` responses per prompt; B = P * G, prompt-major, ``old_logp`` filled."""

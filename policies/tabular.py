@@ -31,6 +31,8 @@ class TabularPolicy(nn.Module):
 
     max_new_tokens = 1
     """A response is one token: the generation budget is 1 (Dr.GRPO's L_max, DAPO's limits)."""
+    multi_process = False
+    """One process: many tabular runs at once go through experiments.sim (batched) or sweeps."""
 
     def __init__(self, params: TabularParams, init_logits: torch.Tensor | None = None,
                  candidates: tuple[tuple[str, ...], ...] | None = None):

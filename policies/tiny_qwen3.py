@@ -193,9 +193,11 @@ class TinyQwen3Builder:
         self.params = params
 
     def __call__(self, task, reference: bool = False):
+        from policies.hf.loading import main_process_first
         from policies.hf.policy import load_policy
 
-        folder = ensure_tiny_qwen3(self.params.model_path, self.params.warm_start, self.params.chat_template)
+        with main_process_first():  # several processes: one builds the cache, the others load it
+            folder = ensure_tiny_qwen3(self.params.model_path, self.params.warm_start, self.params.chat_template)
         return load_policy(attrs.evolve(self.params, model_path=str(folder)), reference)
 
 

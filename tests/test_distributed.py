@@ -77,3 +77,48 @@ def test_two_process_gradient_equals_the_single_process_gradient(tmp_path):
 def test_distributed_engine_needs_an_initialised_group():
     with pytest.raises(RuntimeError, match="accelerate launch"):
         DistributedEngine(torch.optim.SGD(ToyLM().parameters(), lr=0.1))
+
+
+def test_unsupported_launch_modes_are_refused_before_joining(monkeypatch):
+    from algorithms import ConfigError
+    from experiments.distributed import init_processes
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ConfigError, match="FSDP is not supported yet"):
+        init_processes()
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ConfigError, match="DeepSpeed is not supported"):
+        init_processes()
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ConfigError, match="WORLD_SIZE"):
+        init_processes()
+
+
+@pytest.mark.parametrize("n,world", [(7, 2), (8, 2), (5, 3), (2, 2), (3, 4)])
+def test_shards_are_contiguous_in_rank_order_and_cover_every_row(n, world):
+    from experiments.engine import shard
+
+    rows = [list(range(n))[shard(n, r, world)] for r in range(world)]
+    assert sum(rows, []) == list(range(n))
+    assert [len(r) for r in rows] == [len(t) for t in torch.arange(n).tensor_split(world)]
+
+
+def test_data_parallel_refusals():
+    from algorithms import ConfigError
+    from experiments.distributed import check_data_parallel
+
+    class One:
+        multi_process = False
+
+    class Many:
+        multi_process = True
+
+    check_data_parallel(1, One(), "tabular", object(), 1)  # one process: anything goes
+    with pytest.raises(ConfigError, match="policy=tabular: this policy runs in one process only"):
+        check_data_parallel(2, One(), "tabular", None, 8)
+    with pytest.raises(ConfigError, match="exact success probabilities"):
+        check_data_parallel(2, Many(), "x", object(), 8)
+    with pytest.raises(ConfigError, match="train.prompts_per_step: 1 prompts cannot be shared by 2"):
+        check_data_parallel(2, Many(), "x", None, 1)

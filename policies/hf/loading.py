@@ -3,6 +3,7 @@ LoRA, gradient checkpointing, frozen reference."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 
@@ -54,6 +55,23 @@ def resolve_model_path(model_path: str, allow_download: bool) -> str:
     if not has_weights(cached):
         raise ConfigError(missing_weights_message(model_path, f"the cached snapshot {cached} is incomplete", True))
     return str(cached)
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """Under several processes, the main one runs the block first (builds a cache, say) while
+    the others wait, then they run it (and find the cache). One process: just the block."""
+    import torch.distributed as dist
+
+    several = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    main = not several or dist.get_rank() == 0
+    if not main:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if several and main:
+            dist.barrier()
 
 
 def pick_device(name: str) -> torch.device:

@@ -34,6 +34,8 @@ class HFPolicy:
     model's device. ``old_logp`` is filled per ``params.old_logp``.
     """
 
+    multi_process = True  # each data-parallel process holds a replica and samples its share
+
     def __init__(self, model, tokenizer, params: HFParams, device: torch.device, dtype: torch.dtype,
                  reference=None):
         self.model = model  # a PeftModel with LoRA, else the causal LM

@@ -11,6 +11,7 @@ from experiments.claims import EXPERIMENTS, PASS_K
 from experiments.claims.rules import Estimate, Runs, assess_a, assess_c, verdict
 from experiments.claims.runner import main, parse_names, probe
 from experiments.sim import BatchedSimulator, History
+from tests.conftest import run_cli
 
 
 def check_c(specs):
@@ -100,7 +101,7 @@ def test_assess_a_on_synthetic_runs():
     assert rows[3].holds == "unclear" and rows[3].ours.endswith("(0/3 seeds)")
     # Hard-bucket gain: three bases +5, +6, +7 points, cispo 0 -> per seed 3.75, 4.5, 5.25, above medium and easy.
     assert rows[4].ours == "hard +4.50 ± 1.86 pts, medium +0.75 ± 0.00 pts, easy -0.75 ± 0.00 pts"
-    assert rows[4].holds == "yes" and rows[4].note == ""
+    assert rows[4].holds == "yes" and "MATH500" in rows[4].note and len(rows) == 5  # no default-run labels
 
 
 def test_assess_c_says_when_the_scale_does_nothing():
@@ -108,7 +109,8 @@ def test_assess_c_says_when_the_scale_does_nothing():
     sgd = {f"sgd,lambda={lam}": histories({"accuracy/all": [0.5 + lam / 10 + d for d in (0.0, 0.01, 0.02)]})
            for lam in (0.5, 0.8, 1.0, 1.3, 1.5, 1.7, 2.0)}
     adam, sgd_row = assess_c(Runs("c", {**flat, **sgd}))
-    assert adam.holds == "no" and "Adam divides out" in adam.note and "spread over the grid 0.00 pts" in adam.note
+    assert adam.holds == "no" and adam.note == "The grid's means lie within 0.000 pts of each other: Adam divides out a constant scale of the advantages"
+    assert adam.ours.startswith("flat; lambda 1.3 - lambda 0.5: +0.00 ± 0.00 pts")
     assert sgd_row.holds == "no" and sgd_row.ours == "best 2.0; lambda 1.5 - lambda 2.0: -5.00 ± 0.00 pts"
 
 
@@ -131,3 +133,14 @@ def test_probe_gives_exact_pass_at_k_and_unsampled_mass(make_cfg):
     assert float(values[-1]["modes/unsampled_correct"][1]) == pytest.approx(float(per_prompt[1].mean()))
     assert float(values[-1]["pass@k/256"][1]) >= float(values[-1]["pass@k/1"][1]) and 0 < p < 1
     assert float(sim.probs_table[1, 3, rare]) <= p
+
+
+def test_cli_runs_and_writes_the_report(tmp_path):
+    done = run_cli("b", "--seeds", "2", "--workers", "1", "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "report"), "--",
+                   "train.steps=3", "env.num_prompts=16", "train.prompts_per_step=4", module="experiments.claims")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "(b) GRPO + HA-DW, G = 8 beats GRPO, G = 16 (final accuracy): " in done.stdout
+    assert "b: " in done.stdout and "1 worker(s)" in done.stdout
+    page = (tmp_path / "report" / "README.md").read_text()
+    assert "| grpo,G=16 | 2 |" in page and "extra overrides `train.steps=3 env.num_prompts=16" in page
+    assert sorted(p.name for p in (tmp_path / "runs" / "b").iterdir())[:2] == ["experiment.json", "grpo,G=16,seed=0"]

@@ -44,7 +44,7 @@ def test_report_from_event_files_with_known_values(tmp_path):
     assert "| grpo,G=16 | 3 | 0.7000 ± 0.2484 | 0.5000 ± 0.2484 | 0.7000 ± 0.2484 | 0.9000 ± 0.0000 |" in page
     assert "Nowhere: every claim holds." in page
     for name in "acdefg":  # every other experiment: its command instead
-        assert f"**Not run** (command: `python -m experiments.claims {name} --out runs/claims`)" in page
+        assert f"**Not run** (command: `python -m experiments.claims {name} --out runs/claims`, then the report again)" in page
     assert "![Claim (b)" in page and (out / "b_rollouts.png").stat().st_size < 150_000
 
 
@@ -59,7 +59,7 @@ def test_a_claim_that_fails_is_listed_with_numbers(tmp_path):
     page = (tmp_path / "report" / "README.md").read_text()
     assert ("- (b) GRPO + HA-DW, G = 8 beats GRPO, G = 16 (final accuracy): **no**. Ours -11.00 ± 2.48 pts "
             "(hard +0.00 ± 0.00 pts)") in page
-    assert "G = 16 alone adds +11.00 ± 2.48 pts over G = 8" in page
+    assert "Against GRPO at G = 8, G = 16 adds +11.00 ± 2.48 pts (twice the samples per step) and HA-DW adds +0.00 ± 0.00 pts" in page
 
 
 def test_missing_or_empty_runs_are_clear_errors(tmp_path, capsys):
@@ -87,7 +87,7 @@ def test_report_of_a_tiny_claims_run(tmp_path):
     np.testing.assert_allclose(runs.final("grpo", "pass@k/1"), runs.final("grpo", "accuracy/all"), atol=1e-6)
     assert runs.histograms == {} and load_experiment(tmp_path / "runs" / "a").histograms["grpo_hadw"]  # trainer run
     rows = build(tmp_path / "runs", tmp_path / "report")
-    assert [r.experiment for r in rows] == ["a"] * 5 + ["e"] * 5
+    assert [r.experiment for r in rows] == ["a"] * 6 + ["e"] * 5
     names = {p.name for p in (tmp_path / "report").glob("*.png")}
     assert names == {"a_accuracy.png", "a_bias.png", "a_belief.png", "a_phi.png", "e_passk.png", "e_mass.png"}
 

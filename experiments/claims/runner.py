@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--out", default="runs/claims", help="output directory (default runs/claims)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per setting (default: each experiment's, 10; g: 5)")
+    parser.add_argument("--report", default=None, help="then build the report of every experiment under --out into this folder")
     args = parser.parse_args(argv)
     try:
         names = parse_names(args.names)
@@ -141,12 +142,16 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
     seconds = run_experiments(names, args.out, args.workers, args.seeds, extra, progress)
     # Imported here: worker processes need not import matplotlib.
-    from experiments.report import load_experiment
+    from experiments.report import build, load_experiment
 
-    rows = [row for n in names for row in ASSESS[n](load_experiment(Path(args.out) / n))]
-    print("\n".join(f"{r.claim}: {r.ours} -> {r.holds}" for r in rows))
-    print(f"\n{', '.join(names)}: {seconds:.0f} s wall, {args.workers} worker(s); "
-          f"report: python -m experiments.report --runs {args.out} --out docs/report")
+    if args.report:  # every experiment under --out, not only these
+        rows = build(Path(args.out), Path(args.report))
+    else:
+        rows = [row for n in names for row in ASSESS[n](load_experiment(Path(args.out) / n))]
+    print("\n".join(f"({r.experiment}) {r.claim}: {r.ours} -> {r.holds}" for r in rows))
+    print(f"\n{', '.join(names)}: {seconds:.0f} s wall, {args.workers} worker(s); report: "
+          + (f"{Path(args.report) / 'README.md'}" if args.report else
+             f"python -m experiments.report --runs {args.out} --out docs/report"))
     return rows
 
 

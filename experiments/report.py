@@ -167,6 +167,9 @@ def figures_c(runs: Runs, out: Path) -> list[tuple[str, str]]:
         ax.errorbar(LAMBDAS, [e.mean for e in est], yerr=[e.half for e in est], fmt="o-", ms=3, label="grpo_hadw")
         base = runs.estimate(f"{opt},none", "accuracy/all")
         ax.axhspan(base.mean - base.half, base.mean + base.half, color="gray", alpha=0.3, label="grpo (no reweighting)")
+        if runs.has(f"{opt},none,lr=4.5", "accuracy/all"):  # SGD: GRPO with lambda 1.5's step scale
+            m = runs.estimate(f"{opt},none,lr=4.5", "accuracy/all")
+            ax.axhspan(m.mean - m.half, m.mean + m.half, color="tab:red", alpha=0.2, label="grpo, lr x 1.5")
         ax.axvspan(1.3, 1.5, color="tab:green", alpha=0.1, label="paper's best")
         ax.set(title=opt, xlabel="lambda_scale")
         ax.legend(fontsize=7)

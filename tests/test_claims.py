@@ -108,7 +108,10 @@ def test_assess_c_says_when_the_scale_does_nothing():
     flat = {f"adam,lambda={lam}": histories({"accuracy/all": [0.6, 0.7, 0.8]}) for lam in (0.5, 0.8, 1.0, 1.3, 1.5, 1.7, 2.0)}
     sgd = {f"sgd,lambda={lam}": histories({"accuracy/all": [0.5 + lam / 10 + d for d in (0.0, 0.01, 0.02)]})
            for lam in (0.5, 0.8, 1.0, 1.3, 1.5, 1.7, 2.0)}
-    adam, sgd_row = assess_c(Runs("c", {**flat, **sgd}))
+    baselines = {"sgd,none": histories({"accuracy/all": [0.6, 0.65, 0.7]}),  # differences 0.05, 0.01, -0.03
+                 "sgd,none,lr=4.5": histories({"accuracy/all": [0.64, 0.65, 0.66]})}  # lambda 1.5: 0.65, 0.66, 0.67
+    adam, sgd_row, matched = assess_c(Runs("c", {**flat, **sgd, **baselines}))
+    assert matched.ours == "+1.00 ± 0.00 pts (against GRPO at lr 3: +1.00 ± 9.94 pts)" and matched.holds == "yes"
     assert adam.holds == "no" and adam.note == "The grid's means lie within 0.000 pts of each other: Adam divides out a constant scale of the advantages"
     assert adam.ours.startswith("flat; lambda 1.3 - lambda 0.5: +0.00 ± 0.00 pts")
     assert sgd_row.holds == "no" and sgd_row.ours == "best 2.0; lambda 1.5 - lambda 2.0: -5.00 ± 0.00 pts"

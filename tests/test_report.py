@@ -88,6 +88,8 @@ def test_report_of_a_tiny_claims_run(tmp_path):
     assert runs.histograms == {} and load_experiment(tmp_path / "runs" / "a").histograms["grpo_hadw"]  # trainer run
     rows = build(tmp_path / "runs", tmp_path / "report")
     assert [r.experiment for r in rows] == ["a"] * 6 + ["e"] * 5
+    run_experiments(["e"], str(tmp_path / "runs"), workers=1, seeds=2, extra=(*extra, "train.steps=2"))  # replaces e's runs
+    assert [len(h) for h in load_experiment(tmp_path / "runs" / "e").histories["grpo"]] == [2, 2]
     names = {p.name for p in (tmp_path / "report").glob("*.png")}
     assert names == {"a_accuracy.png", "a_bias.png", "a_belief.png", "a_phi.png", "e_passk.png", "e_mass.png"}
 

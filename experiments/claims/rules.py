@@ -177,6 +177,10 @@ def assess_c(runs: Runs) -> list[Row]:
                                       f"worst; {why}")
         rows.append(Row("c", f"best lambda_scale in 1.3-1.5 ({opt})", HADW, "best at 1.3-1.5",
                         f"{'flat' if flat else f'best {best}'}; lambda {inside} - lambda {outside}: {est.pts()}", v, note))
+    if runs.has("sgd,none,lr=4.5", "accuracy/all"):
+        raw, matched = runs.paired("sgd,none", "sgd,lambda=1.5", "accuracy/all"), runs.paired("sgd,none,lr=4.5", "sgd,lambda=1.5", "accuracy/all")
+        rows.append(Row("c", "under SGD, HA-DW (lambda 1.5) beats GRPO with the same step scale (lr x 1.5)", HADW,
+                        "improves (at lambda 1.5)", f"{matched.pts()} (against GRPO at lr 3: {raw.pts()})", verdict(matched)))
     return rows
 
 

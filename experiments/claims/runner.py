@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -72,8 +73,9 @@ def run_experiments(names: list[str], out: str, workers: int = 2, seeds: int | N
     jobs = plan([s for s in all_specs if s not in trainer], workers, max_batch=40)
     jobs += [Job((s,), False, "histograms of the reweighting weights") for s in trainer]
     jobs.sort(key=lambda j: -len(j.specs) * j.specs[0].config["train"]["steps"])  # longest first
-    for e in exps:
-        (Path(out) / e.name).mkdir(parents=True, exist_ok=True)
+    for e in exps:  # a rerun replaces the experiment's runs (old event files would mix with the new)
+        shutil.rmtree(Path(out) / e.name, ignore_errors=True)
+        (Path(out) / e.name).mkdir(parents=True)
     if workers == 1 or len(jobs) == 1:
         torch.set_num_threads(1)
         for i, job in enumerate(jobs):

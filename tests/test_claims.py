@@ -63,6 +63,11 @@ def test_names_and_cli_errors(capsys):
     with pytest.raises(SystemExit):
         main(["--out", "unused"])
     assert "name experiments to run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["a", "--workers", "0", "--out", "unused"])
+    assert "--workers must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="error: Could not override 'nope'"):
+        main(["b", "--out", "unused", "--", "nope=1"])
 
 
 def test_verdicts_from_intervals():

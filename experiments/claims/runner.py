@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from algorithms import ConfigError
 from experiments.claims import EXPERIMENTS, PASS_K
 from experiments.claims.rules import ASSESS, Row
 from experiments.sim import BatchedSimulator, History, plan
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
     parser = argparse.ArgumentParser(prog="python -m experiments.claims", description=package.__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="experiments:\n" + "\n".join(f"  {e.name}  {e.title}" for e in EXPERIMENTS.values()))
+                                     epilog="experiments:\n" + "\n".join(f"  {e.name}  {e.title}" for e in EXPERIMENTS.values())
+                                     + "\n\nHydra overrides after -- apply to every run: ... a --seeds 2 -- train.steps=20")
     parser.add_argument("names", nargs="*", help="experiments to run (a-g), or all (the tabular suite a-f)")
     parser.add_argument("--out", default="runs/claims", help="output directory (default runs/claims)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
@@ -136,13 +139,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
         names = parse_names(args.names)
     except ValueError as e:
         parser.error(str(e))
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
     if args.seeds is not None and args.seeds < 2:
         parser.error("--seeds must be >= 2 for an interval")
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} jobs", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
-    seconds = run_experiments(names, args.out, args.workers, args.seeds, extra, progress)
+    try:
+        seconds = run_experiments(names, args.out, args.workers, args.seeds, extra, progress)
+    except (ConfigError, HydraException) as e:  # a bad override: say which, without a traceback
+        raise SystemExit(f"error: {e}") from None
     # Imported here: worker processes need not import matplotlib.
     from experiments.report import build, load_experiment
 

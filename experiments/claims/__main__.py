@@ -1,0 +1,3 @@
+from experiments.claims.runner import main
+
+main()

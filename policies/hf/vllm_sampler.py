@@ -1,0 +1,85 @@
+"""``policy.sampler=vllm``: a colocated vLLM engine samples for an ``HFPolicy`` and takes its weights.
+
+The engine (``policies.vllm_engine.VllmEngine``) runs in the trainer's process and starts from
+the same checkpoint folder as the trainer's model. After every ``sync_every``-th training step
+(``HFPolicy.sync_sampler``, which the trainer calls after each update) the trainer's parameters
+are pushed into it by reference, without a restart.
+
+Log-probs. The engine reports ``logprobs_mode="processed_logprobs"``: the log-prob of each
+sampled token under the distribution it was drawn from (logits / temperature, stop tokens masked
+before ``min_new_tokens``, then top-k / top-p renormalised). They go into
+``Rollout.sampler_logp``; the PPO ratio's ``old_logp`` is recomputed by a no-grad pass of the
+trainer's model (the same ``logprobs`` code as training), so the ratio is exactly 1 on-policy and
+the sampler/trainer mismatch is visible (``sampler/*`` metrics) and correctable (``algo.tis``).
+With top-k or top-p the two differ by design (the sampler's distribution is truncated); without,
+only by kernel numerics (~1e-6 in float32) and by weights not yet pushed (``sync_every`` > 1).
+
+Sleep (``policy.vllm.sleep``, a GPU only): the engine sleeps after sampling (weights offloaded to
+the CPU, KV cache freed) and wakes before the next push or sampling.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+from policies.hf import VllmParams
+
+
+class VllmSampler:
+    """Sampling and weight pushes for one policy; ``engine`` is the running ``VllmEngine``."""
+
+    def __init__(self, model_path: str, params: VllmParams, compute_dtype: torch.dtype):
+        from policies.vllm_engine import VllmEngine
+
+        self.params = params
+        dtype = params.dtype if params.dtype != "auto" else (
+            "float32" if compute_dtype == torch.float32 else "bfloat16")
+        self.engine = VllmEngine(model_path, dtype=dtype, gpu_memory_utilization=params.gpu_memory_utilization,
+                                 enforce_eager=params.enforce_eager, max_model_len=params.max_model_len,
+                                 seed=params.seed, kv_cache_gib=params.kv_cache_gib,
+                                 logprobs_mode="processed_logprobs", enable_sleep_mode=params.sleep,
+                                 **params.llm_kwargs)
+        self.updates = 0
+        """Training steps since the engine started (``after_update`` calls)."""
+        self.pushes = 0
+        self.push_seconds = 0.0
+        """Wall-clock seconds of the last push."""
+
+    def sample(self, prompt_ids: Sequence[Sequence[int]], group_size: int, generator: torch.Generator, *,
+               max_new_tokens: int, temperature: float, top_k: int, top_p: float, min_new_tokens: int,
+               stop_ids: Sequence[int], pad_id: int) -> tuple[torch.Tensor, ...]:
+        """``group_size`` responses per prompt, prompt-major: tokens [B, T] long, mask [B, T],
+        sampler log-probs [B, T] (0 on padding) and truncated [B] bool (no stop token within the
+        budget). One seed is drawn from ``generator``, so a run is reproducible from its seed."""
+        from policies.vllm_engine import pad_completions
+
+        seed = int(torch.randint(0, 2**31 - 1 - len(prompt_ids), (), generator=generator))
+        self.engine.wake_up()
+        groups = self.engine.generate(prompt_ids, n=group_size, max_tokens=max_new_tokens, temperature=temperature,
+                                      top_p=top_p, top_k=top_k, seed=seed, stop_token_ids=stop_ids,
+                                      min_tokens=min_new_tokens)
+        if self.params.sleep:
+            self.engine.sleep()
+        tokens, logp, mask = pad_completions(groups, pad_id)  # (B, T) each
+        truncated = torch.tensor([c.finish_reason == "length" for group in groups for c in group])  # (B,)
+        return tokens, mask, logp, truncated
+
+    def after_update(self, model: torch.nn.Module) -> None:
+        """Count a training step; push ``model``'s weights on every ``sync_every``-th."""
+        self.updates += 1
+        if self.updates % self.params.sync_every == 0:
+            self.push(model)
+
+    def push(self, model: torch.nn.Module) -> None:
+        """Load ``model``'s parameters (HF names) into the running engine."""
+        start = time.perf_counter()
+        self.engine.wake_up()
+        self.engine.push_weights(model.named_parameters())
+        self.pushes += 1
+        self.push_seconds = time.perf_counter() - start
+
+    def close(self) -> None:
+        self.engine.close()

@@ -11,6 +11,7 @@ from algorithms import ConfigError, build_algorithm
 from algorithms.aggregation import Totals
 from experiments.config import compose_config
 from experiments.metrics import response_metrics
+from policies import POLICIES
 from policies.base import Rollout
 
 MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
@@ -26,8 +27,10 @@ def rollout(sampler_logp=SAMPLER) -> Rollout:
 
 
 def grpo(**extra):
-    cfg = compose_config("algo=grpo")["algo"]
-    return build_algorithm({**cfg, **extra})
+    """The grpo preset's stages (experiments/conf/algo/grpo.yaml), plus ``extra``."""
+    return build_algorithm({"name": "grpo", "advantage": {"name": "group_norm"},
+                            "loss": {"name": "ppo_clip", "eps_low": 0.2, "eps_high": 0.2},
+                            "aggregation": {"name": "seq_mean_token_mean"}, **extra})
 
 
 def test_tis_weight_multiplies_the_policy_loss_by_hand():
@@ -78,6 +81,5 @@ def test_vllm_sampler_without_vllm_fails_at_start_saying_how_to_get_it(tmp_path,
     with pytest.raises(ConfigError, match=r"bash \.ci/vllm.*\.venv-vllm/bin/python -m experiments\.run"):
         build_trainer(cfg, tmp_path / "run")
     assert not Path(cache).exists()  # before the warm start: nothing built or loaded
-    bad = compose_config("policy=tiny-qwen3", "policy.sampler=vllm", "policy.old_logp=sampler", "env=arithmetic")
     with pytest.raises(ConfigError, match="policy.old_logp: must be recompute with sampler=vllm"):
-        build_trainer(bad, tmp_path / "run")
+        POLICIES.build({**cfg["policy"], "old_logp": "sampler"}, "policy")

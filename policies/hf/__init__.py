@@ -146,9 +146,6 @@ class HFParams:
         if self.sampler == "vllm" and self.old_logp != "recompute":
             raise FieldError("old_logp", "must be recompute with sampler=vllm: the PPO ratio's denominator is the "
                                          "trainer's log-prob; the engine's goes to sampler_logp")
-        if self.sampler == "vllm" and self.lora.r > 0:
-            raise FieldError("sampler", "vllm with LoRA (lora.r > 0) is not supported yet: the engine needs "
-                                        "merged weights; use lora.r=0 or sampler=hf")
 
 
 class HFBuilder:

@@ -14,6 +14,9 @@ the sampler/trainer mismatch is visible (``sampler/*`` metrics) and correctable 
 With top-k or top-p the two differ by design (the sampler's distribution is truncated); without,
 only by kernel numerics (~1e-6 in float32) and by weights not yet pushed (``sync_every`` > 1).
 
+LoRA: the engine serves the merged weights W + (alpha / r) B A of every adapted layer, computed at
+each push without touching the trainer's model (no merge / unmerge round trip in its weights).
+
 Sleep (``policy.vllm.sleep``, a GPU only): the engine sleeps after sampling (weights offloaded to
 the CPU, KV cache freed) and wakes before the next push or sampling.
 """
@@ -21,7 +24,7 @@ the CPU, KV cache freed) and wakes before the next push or sampling.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -74,12 +77,33 @@ class VllmSampler:
             self.push(model)
 
     def push(self, model: torch.nn.Module) -> None:
-        """Load ``model``'s parameters (HF names) into the running engine."""
+        """Load ``model``'s weights (HF names; LoRA adapters merged) into the running engine."""
         start = time.perf_counter()
         self.engine.wake_up()
-        self.engine.push_weights(model.named_parameters())
+        self.engine.push_weights(checkpoint_weights(model))
         self.pushes += 1
         self.push_seconds = time.perf_counter() - start
 
     def close(self) -> None:
         self.engine.close()
+
+
+@torch.no_grad()
+def checkpoint_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``model``'s weights under their checkpoint names. A causal LM with peft LoRA layers injected
+    (``PeftModel.get_base_model()``) gives each adapted layer's merged weight W + sum of its active
+    adapters' deltas, under the layer's own name; the adapters and ``base_layer`` names are left out."""
+    lora_layers = {}
+    if any(".lora_" in name for name, _ in model.named_parameters()):
+        from peft.tuners.lora import LoraLayer
+
+        lora_layers = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
+    for name, module in lora_layers.items():
+        base = module.get_base_layer()
+        delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
+        yield f"{name}.weight", base.weight + delta
+        if base.bias is not None:
+            yield f"{name}.bias", base.bias
+    for name, param in model.named_parameters():
+        if ".lora_" not in name and ".base_layer." not in name:
+            yield name, param

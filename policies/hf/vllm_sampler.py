@@ -56,14 +56,22 @@ class VllmSampler:
                stop_ids: Sequence[int], pad_id: int) -> tuple[torch.Tensor, ...]:
         """``group_size`` responses per prompt, prompt-major: tokens [B, T] long, mask [B, T],
         sampler log-probs [B, T] (0 on padding) and truncated [B] bool (no stop token within the
-        budget). One seed is drawn from ``generator``, so a run is reproducible from its seed."""
+        budget). One seed is drawn from ``generator``, so a run is reproducible from its seed (the
+        engine's batches, hence its draws, depend on its prefix cache: a resumed run samples other
+        tokens than the uninterrupted one)."""
         from policies.vllm_engine import pad_completions
 
-        seed = int(torch.randint(0, 2**31 - 1 - len(prompt_ids), (), generator=generator))
+        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
         self.engine.wake_up()
-        groups = self.engine.generate(prompt_ids, n=group_size, max_tokens=max_new_tokens, temperature=temperature,
-                                      top_p=top_p, top_k=top_k, seed=seed, stop_token_ids=stop_ids,
-                                      min_tokens=min_new_tokens)
+        # Unseeded requests: the in-process engine draws from the global generators, seeded here
+        # and restored after. (Per-request seeds fail on the CPU once a batch's prompts exceed the
+        # engine's token budget: a partly prefilled request rewinds its generator's offset, which
+        # CPU generators do not have; they also force vLLM's slower sampling path on a GPU.)
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+            torch.manual_seed(seed)
+            groups = self.engine.generate(prompt_ids, n=group_size, max_tokens=max_new_tokens,
+                                          temperature=temperature, top_p=top_p, top_k=top_k,
+                                          stop_token_ids=stop_ids, min_tokens=min_new_tokens)
         if self.params.sleep:
             self.engine.sleep()
         tokens, logp, mask = pad_completions(groups, pad_id)  # (B, T) each

@@ -76,6 +76,8 @@ def test_sampled_rollout_carries_both_logprobs(trainer):
     again = trainer.policy.sample(batch.prompts, 4, torch.Generator().manual_seed(5))
     same = trainer.policy.sample(batch.prompts, 4, torch.Generator().manual_seed(5))
     assert torch.equal(again.tokens, same.tokens)  # reproducible from the trainer's generator
+    big = trainer.policy.sample(trainer.task.sample_prompts(40), 4, torch.Generator().manual_seed(5))
+    assert len(big) == 160  # > 4096 prompt tokens: the engine prefills some prompts in parts
 
 
 def test_temperature_and_top_k_logprobs_are_of_the_sampling_distribution(trainer):

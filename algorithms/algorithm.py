@@ -21,13 +21,15 @@ from algorithms.advantages import ADVANTAGES
 from algorithms.aggregation import AGGREGATIONS, Totals
 from algorithms.filters import FILTERS
 from algorithms.losses import LOSSES, k3_kl, masked_mean
-from algorithms.registry import ConfigError, build_params, ge
+from algorithms.registry import ConfigError, build_params, ge, gt
 from algorithms.reweighters import REWEIGHTERS, Reweighter
 from algorithms.shaping import SHAPERS
 
 REQUIRED_STAGES = ("advantage", "loss", "aggregation")
-# Optional stages and their defaults (documented in the README): no filter, no shaping, no KL.
-OPTIONAL_STAGES = {"filter": {"name": "none"}, "shaping": {"name": "none"}, "kl": {"beta": 0.0}}
+# Optional stages and their defaults (documented in the README): no filter, no shaping, no KL,
+# no truncated importance sampling.
+OPTIONAL_STAGES = {"filter": {"name": "none"}, "shaping": {"name": "none"}, "kl": {"beta": 0.0},
+                   "tis": {"cap": None}}
 META_KEYS = ("name", "paper")
 
 
@@ -35,6 +37,21 @@ META_KEYS = ("name", "paper")
 class KLParams:
     beta: float = attrs.field(default=0.0, validator=ge(0.0))
     """Weight of the k3 KL penalty to the reference policy (0: off, no reference needed)."""
+
+
+@attrs.frozen
+class TISParams:
+    cap: float | None = attrs.field(default=None, validator=gt(0.0))
+    """Truncated importance sampling for a separate generation engine (Yao et al. 2025, "Your
+    Efficient RL Framework Secretly Brings You Off-Policy RL Training"): every token's policy
+    loss is multiplied by the detached min(exp(old_logp - sampler_logp), cap). None: off. Needs
+    rollouts with ``sampler_logp`` (policy.sampler=vllm); typical cap 2."""
+
+
+def truncated_is_weight(old_logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """[B, T] min(pi_trainer / pi_sampler, cap) per token, detached: the sampled tokens came from
+    the engine, the ratio's denominator ``old_logp`` is the trainer's."""
+    return torch.exp(old_logp - sampler_logp).clamp(max=cap).detach()
 
 
 @attrs.define
@@ -57,6 +74,8 @@ class Algorithm:
     """(rewards [P, G], lengths [P, G]) -> rewards [P, G]."""
     kl_beta: float = 0.0
     """Weight of the k3 KL penalty to the reference policy."""
+    tis_cap: float | None = None
+    """Cap of the truncated importance-sampling weight on the policy loss (None: off)."""
 
     def objective(self, logp: torch.Tensor, mb, totals: Totals) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The scalar loss of one micro-batch ``mb`` (a ``Rollout`` with ``advantages``, and
@@ -65,7 +84,9 @@ class Algorithm:
         ``logp`` [b, T] are the current log-probs (with grad). Padded positions may hold
         anything, -inf or NaN included: they are replaced by 0 before any arithmetic, so
         neither the loss nor its gradient sees them. ``totals`` are the whole minibatch's
-        counts, so the scalars of a minibatch's micro-batches add up to its loss.
+        counts, so the scalars of a minibatch's micro-batches add up to its loss. With
+        ``tis_cap`` the policy loss of each token (not the KL penalty) is multiplied by
+        ``truncated_is_weight(old_logp, sampler_logp, tis_cap)``.
         """
         valid = mb.mask.bool()
         zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
@@ -73,6 +94,14 @@ class Algorithm:
         old_logp = torch.where(valid, mb.old_logp, zero)
         advantages = mb.advantages[:, None].to(logp.dtype)  # (b, 1): one value per response
         per_token, stats = self.loss(logp, old_logp, advantages, mb.mask)  # (b, T)
+        if self.tis_cap is not None:
+            if mb.sampler_logp is None:
+                raise ValueError("algo.tis.cap is set but the rollout has no sampler_logp: truncated importance "
+                                 "sampling corrects a separate generation engine (policy.sampler=vllm)")
+            weight = truncated_is_weight(old_logp, torch.where(valid, mb.sampler_logp, zero), self.tis_cap)  # (b, T)
+            per_token = per_token * weight
+            stats = {**stats, "tis_weight": masked_mean(weight, mb.mask),
+                     "tis_capped_frac": masked_mean((weight >= self.tis_cap).to(logp.dtype), mb.mask)}
         if self.kl_beta > 0:
             kl = k3_kl(logp, torch.where(valid, mb.ref_logp, zero))  # (b, T)
             per_token = per_token + self.kl_beta * kl
@@ -114,7 +143,7 @@ def build_algorithm(algo_cfg: Mapping[str, Any], reweight_cfg: Mapping[str, Any]
     """Build an ``Algorithm`` from plain mappings (e.g. Hydra's ``cfg.algo`` and ``cfg.reweight``).
 
     ``algo_cfg`` has ``name`` and one sub-mapping per stage (``advantage``, ``loss``,
-    ``aggregation``; optionally ``filter``, ``shaping``, ``kl``), each with its own
+    ``aggregation``; optionally ``filter``, ``shaping``, ``kl``, ``tis``), each with its own
     ``name`` and hyperparameters.
     """
     algo_cfg = dict(algo_cfg)
@@ -137,6 +166,7 @@ def build_algorithm(algo_cfg: Mapping[str, Any], reweight_cfg: Mapping[str, Any]
         filter=FILTERS.build(stages["filter"], "algo.filter"),
         shape=SHAPERS.build(stages["shaping"], "algo.shaping"),
         kl_beta=build_params(KLParams, stages["kl"], "algo.kl").beta,
+        tis_cap=build_params(TISParams, stages["tis"], "algo.tis").cap,
     )
 
 

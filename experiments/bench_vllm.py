@@ -1,11 +1,11 @@
-"""Benchmark: generation with vLLM against transformers' ``generate``, and the weight-push time.
+"""Benchmark: generation with vLLM against transformers, and the weight push in a real training step.
 
     bash .ci/vllm --version   # once: makes .venv-vllm
     .venv-vllm/bin/python -m experiments.bench_vllm [--prompts 8] [--n 8] [--tokens 64] [--hidden 64] [--layers 2]
 
-Same tiny Qwen3 (float32, CPU), same P arithmetic prompts, n samples each, exactly ``--tokens``
-new tokens per sample (eos ignored), sampling at temperature 1 with the sampled tokens'
-log-probs returned by both:
+Part 1, the engine. Same tiny Qwen3 (float32, CPU), same P arithmetic prompts, n samples each,
+exactly ``--tokens`` new tokens per sample (eos ignored), sampling at temperature 1 with the
+sampled tokens' log-probs returned by both:
   hf    ``model.generate`` (KV cache, left-padded batch of P * n rows, ``output_logits``)
   vllm  ``VllmEngine.generate`` (in-process vLLM, paged KV cache)
 Each is timed ``--repeat`` times after a warm-up; medians are printed, with the ratio, and the
@@ -13,11 +13,20 @@ largest gap between the engine's log-probs of its samples and transformers' (tea
 ``push_weights`` of the whole model (median of ``--repeat``), and its share of a proxy RL step:
 vLLM generation + one forward/backward/SGD step of the transformers model on the generated
 batch + the push.
+
+Part 2, the policy and the trainer (``--step-prompts`` x ``--step-group`` responses of exactly
+``--step-tokens`` tokens, ``policy=tiny-qwen3`` at random init, ``env=arithmetic``,
+``algo=grpo_hadw``): the generation of ``HFPolicy.sample`` with ``policy.sampler=hf`` (our
+KV-cache loop) and ``policy.sampler=vllm``, then whole ``Trainer.train_step`` calls of both
+(sampling, the recomputed ``old_logp``, rewards, update, and for vLLM the push in
+``sync_sampler``), with the push's share of the vLLM step. The transformers side is timed
+first, before the engine exists in the process, as in a ``policy.sampler=hf`` run.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -45,9 +54,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--model-dir", default=None, help="where to build the model (default: a temporary folder)")
+    parser.add_argument("--step-prompts", type=int, default=16, help="part 2: prompts per step")
+    parser.add_argument("--step-group", type=int, default=8, help="part 2: responses per prompt")
+    parser.add_argument("--step-tokens", type=int, default=16, help="part 2: tokens per response")
+    parser.add_argument("--steps", type=int, default=3, help="part 2: timed training steps per sampler")
+    parser.add_argument("--skip-engine", action="store_true", help="part 2 only")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # vLLM's own deprecation noise
 
+    root = Path(args.model_dir or tempfile.mkdtemp(prefix="bench_vllm_"))
+    results = {} if args.skip_engine else engine_part(args, root)
+    return {**results, **trainer_part(args, root)}
+
+
+def engine_part(args, root: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -55,7 +75,6 @@ def main(argv=None) -> dict:
     from policies.vllm_engine import VllmEngine
     from rlvr_env import arithmetic_problems, format_prompt
 
-    root = Path(args.model_dir or tempfile.mkdtemp(prefix="bench_vllm_"))
     path = build_tiny_qwen3(root / f"tiny-h{args.hidden}-l{args.layers}", hidden_size=args.hidden,
                             intermediate_size=2 * args.hidden, num_layers=args.layers)
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
@@ -113,7 +132,7 @@ def main(argv=None) -> dict:
 
     step = t_vllm + t_train + t_push
     params = sum(p.numel() for p in model.parameters())
-    print(f"tiny Qwen3: hidden {args.hidden}, {args.layers} layers, {params:,} parameters; "
+    print(f"part 1, the engine. tiny Qwen3: hidden {args.hidden}, {args.layers} layers, {params:,} parameters; "
           f"{args.prompts} prompts x {n} samples x {length} tokens = {generated:,} tokens; "
           f"torch threads {torch.get_num_threads()}")
     print(f"  hf   generate   {t_hf:8.3f} s   {generated / t_hf:10.0f} tokens/s")
@@ -125,6 +144,75 @@ def main(argv=None) -> dict:
           f"push share {t_push / step:.1%}")
     return dict(hf_tokens_per_s=generated / t_hf, vllm_tokens_per_s=generated / t_vllm, ratio=t_hf / t_vllm,
                 push_s=t_push, push_share=t_push / step, engine_start_s=t_start, max_logp_gap=gap.max().item())
+
+
+def trainer_part(args, root: Path) -> dict:
+    """Policy sampling and real training steps, ``policy.sampler=hf`` then ``vllm``."""
+    import torch
+
+    from experiments.config import build_trainer, compose_config
+
+    p, g, length = args.step_prompts, args.step_group, args.step_tokens
+    common = ["policy=tiny-qwen3", "env=arithmetic", "algo=grpo_hadw", f"policy.model_path={root / 'tiny-qwen3'}",
+              "policy.warm_start.steps=0", f"policy.max_new_tokens={length}", f"policy.min_new_tokens={length}",
+              f"train.prompts_per_step={p}", f"train.group_size={g}", "train.eval_every=0", "train.progress=false",
+              "train.samples_every=0"]
+    tokens = p * g * length
+    gen, step, phases = {}, {}, {}
+    push: list[float] = []
+    for sampler in ("hf", "vllm"):
+        start = time.perf_counter()
+        trainer = build_trainer(compose_config(*common, f"policy.sampler={sampler}"), root / f"run-{sampler}")
+        built = time.perf_counter() - start
+        policy, prompts = trainer.policy, trainer.task.sample_prompts(p)
+        generate = functools.partial(sample_tokens, policy, prompts, g, length)
+        gen[sampler], out = timed(generate, args.repeat)
+        assert out[1].sum().item() == tokens, "every response should have exactly --step-tokens tokens"
+        trainer.train_step()  # warm-up
+        times, values = [], []
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            values.append(trainer.train_step())
+            times.append(time.perf_counter() - start)
+            if sampler == "vllm":
+                push.append(policy.vllm.push_seconds)
+        step[sampler] = statistics.median(times)
+        phases[sampler] = "  ".join(f"{k[5:-2]} {statistics.median(v[k] for v in values):.3f} s"
+                                    for k in ("time/sample_s", "time/reward_s", "time/update_s"))
+        if sampler == "vllm":
+            mismatch = trainer.history[-1]["sampler/logp_abs_diff"]
+            start_s = built
+            policy.vllm.close()
+    push_s = statistics.median(push)
+    print(f"part 2, policy + trainer. tiny-qwen3 (hidden 128, 4 layers), {p} prompts x {g} responses x {length} "
+          f"tokens = {tokens:,} tokens per step; torch threads {torch.get_num_threads()}")
+    print(f"  generation  hf {gen['hf']:.3f} s ({tokens / gen['hf']:.0f} tokens/s)   vllm {gen['vllm']:.3f} s "
+          f"({tokens / gen['vllm']:.0f} tokens/s)   ratio vllm/hf tokens/s: {gen['hf'] / gen['vllm']:.2f}x")
+    print(f"  train_step  hf {step['hf']:.3f} s   vllm {step['vllm']:.3f} s   ratio hf/vllm step time: "
+          f"{step['hf'] / step['vllm']:.2f}x   (vllm trainer built in {start_s:.1f} s, engine included)")
+    for sampler in ("hf", "vllm"):
+        print(f"    {sampler:<4} step phases: {phases[sampler]}   (update includes sync_sampler)")
+    print(f"  push in sync_sampler {push_s * 1e3:.1f} ms = {push_s / step['vllm']:.1%} of the vllm step")
+    print(f"  sampler/logp_abs_diff {mismatch:.2e} (min_new_tokens masks the stop token for the engine, not in the "
+          f"trainer's log-probs: a mismatch by design here)")
+    return {"step_hf_tokens_per_s": tokens / gen["hf"], "step_vllm_tokens_per_s": tokens / gen["vllm"],
+            "step_gen_ratio": gen["hf"] / gen["vllm"], "step_hf_s": step["hf"], "step_vllm_s": step["vllm"],
+            "step_push_s": push_s, "step_push_share": push_s / step["vllm"], "step_mismatch": mismatch}
+
+
+def sample_tokens(policy, prompts, group_size: int, length: int) -> tuple:
+    """The generation inside ``policy.sample`` alone (its sampler; no recomputed ``old_logp``):
+    tokens and mask [B, T] first."""
+    import torch
+
+    from policies.hf.policy import left_pad
+
+    ids = [policy.encode(t) for t in prompts.texts]
+    generator = torch.Generator().manual_seed(0)
+    if policy.vllm is None:
+        return policy._generate(*left_pad(ids, policy.tokenizer.pad_token_id), group_size, generator)
+    return policy.vllm.sample(ids, group_size, generator, max_new_tokens=length, temperature=1.0, top_k=0, top_p=1.0,
+                              min_new_tokens=length, stop_ids=policy.stop_ids, pad_id=policy.tokenizer.pad_token_id)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Names (TensorBoard tags):
     bias/[all|hard|medium|easy]        mean (A_hat - A) = p - p_hat over mixed groups
                                        (bandit only: needs the true p)
     adv/abs_mean, adv/weighted_abs_mean
+    sampler/logp_abs_diff, sampler/kl   generation engine vs trainer (policy.sampler=vllm)
 plus the reweighter's stats (hadw/belief, hadw/eta, phi/correct, phi/incorrect) and the
 loss stats (loss/*). Buckets are by *initial* success probability (hard < 1/3 < medium
 < 2/3 < easy) so that a prompt keeps its bucket as it is learned.
@@ -110,6 +111,13 @@ def response_metrics(rollout) -> dict[str, torch.Tensor]:
         response/length_mean, response/length_max   tokens per response
         response/truncated_frac                      cut at the generation budget (no stop token)
         response/entropy                             mean over response tokens
+
+    and, where a separate engine sampled (``rollout.sampler_logp``: vLLM), its mismatch with
+    the trainer over response tokens, d = old_logp - sampler_logp = log(pi_trainer / pi_sampler):
+
+        sampler/logp_abs_diff, sampler/logp_max_abs_diff   mean and max |d|
+        sampler/kl                                          mean exp(d) - d - 1: the k3 estimate of
+                                                            KL(pi_sampler || pi_trainer) (>= 0)
     """
     lengths = rollout.mask.sum(dim=1)  # (B,)
     m = {"response/length_mean": lengths.float().mean(), "response/length_max": lengths.max().float()}
@@ -117,6 +125,12 @@ def response_metrics(rollout) -> dict[str, torch.Tensor]:
         m["response/truncated_frac"] = rollout.truncated.float().mean()
     if rollout.entropy is not None:
         m["response/entropy"] = nan_masked_mean(rollout.entropy, rollout.mask)
+    if rollout.sampler_logp is not None:
+        valid = rollout.mask.bool()
+        d = torch.where(valid, rollout.old_logp - rollout.sampler_logp, torch.zeros(()))  # (B, T)
+        m["sampler/logp_abs_diff"] = nan_masked_mean(d.abs(), valid)
+        m["sampler/logp_max_abs_diff"] = d.abs().max()
+        m["sampler/kl"] = nan_masked_mean(torch.expm1(d) - d, valid)
     return m
 
 

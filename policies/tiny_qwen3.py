@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from algorithms.registry import build_params, gt, integer
-from policies.hf import HFParams
+from policies.hf import HFParams, check_sampler_available
 from policies.registry import POLICIES
 from rlvr_env.problems import in_held_out_split
 
@@ -196,6 +196,7 @@ class TinyQwen3Builder:
         from policies.hf.loading import main_process_first
         from policies.hf.policy import load_policy
 
+        check_sampler_available(self.params)  # before the warm start, which may train for minutes
         with main_process_first():  # several processes: one builds the cache, the others load it
             folder = ensure_tiny_qwen3(self.params.model_path, self.params.warm_start, self.params.chat_template)
         return load_policy(attrs.evolve(self.params, model_path=str(folder)), reference)

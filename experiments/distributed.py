@@ -84,7 +84,8 @@ def check_data_parallel(world: int, policy, policy_name: str, exact, prompts_per
     if not policy.multi_process:
         raise ConfigError(f"policy={policy_name}: this policy runs in one process only (started {world}); "
                           "run it without accelerate launch (many tabular runs at once: experiments.sim, "
-                          "or a sweep with -m)")
+                          "or a sweep with -m; a language model with policy.sampler=vllm: one process for now, "
+                          "or policy.sampler=hf)")
     if exact is not None:
         raise ConfigError("exact success probabilities are single-process only; run without accelerate launch")
     if prompts_per_step < world:

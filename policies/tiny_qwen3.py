@@ -197,6 +197,8 @@ class TinyQwen3Builder:
         from policies.hf.policy import load_policy
 
         check_sampler_available(self.params)  # before the warm start, which may train for minutes
+        if self.params.num_threads is not None:  # before the warm start, too
+            torch.set_num_threads(self.params.num_threads)
         with main_process_first():  # several processes: one builds the cache, the others load it
             folder = ensure_tiny_qwen3(self.params.model_path, self.params.warm_start, self.params.chat_template)
         return load_policy(attrs.evolve(self.params, model_path=str(folder)), reference)

@@ -132,6 +132,10 @@ class HFParams:
     """Wrap each prompt as a user turn of the tokenizer's chat template (with the generation prompt)."""
     chat_template_kwargs: dict = attrs.field(factory=dict, converter=dict)
     """Extra arguments of apply_chat_template (e.g. {enable_thinking: false} for Qwen3)."""
+    num_threads: int | None = attrs.field(default=None, validator=attrs.validators.optional(integer(1)))
+    """torch intra-op threads of this process (``torch.set_num_threads``); None: torch's default
+    (one per core). Small models gain nothing from threads, and spinning threads slow down
+    badly when other processes share the cores: the tiny preset uses 1."""
     allow_download: bool = False
     """Let from_pretrained fetch a hub id that is not in the local cache (off: fail at start instead)."""
     lora: LoraParams = attrs.field(factory=LoraParams, converter=_lora)

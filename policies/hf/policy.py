@@ -35,7 +35,11 @@ class HFPolicy:
     (``params.sampler``) the engine's log-probs fill ``sampler_logp`` and ``entropy`` is None.
     """
 
-    multi_process = True  # each data-parallel process holds a replica and samples its share
+    @property
+    def multi_process(self) -> bool:
+        """Data parallel: each process holds a replica and samples its share; not yet with the
+        vLLM sampler (one colocated engine per process is untested)."""
+        return self.vllm is None
 
     def __init__(self, model, tokenizer, params: HFParams, device: torch.device, dtype: torch.dtype,
                  reference=None, vllm=None):
@@ -166,6 +170,8 @@ def _cat_right(parts: list[torch.Tensor]) -> torch.Tensor:
 
 def load_policy(params: HFParams, reference: bool) -> HFPolicy:
     """Check the weights exist (before anything is loaded or written), then load everything."""
+    if params.num_threads is not None:
+        torch.set_num_threads(params.num_threads)
     path = resolve_model_path(params.model_path, params.allow_download)
     device = pick_device(params.device)
     dtype = compute_dtype(params.dtype, device)

@@ -170,7 +170,7 @@ def test_cli_trains_with_vllm_and_logs_the_mismatch(tmp_path):
     args = ["policy=tiny-qwen3", "policy.sampler=vllm", "env=arithmetic", "algo=grpo_hadw", "train.steps=3",
             f"policy.model_path={tmp_path / 'cache'}", "policy.warm_start.steps=4", "policy.warm_start.batch_size=8",
             "train.prompts_per_step=4", "train.group_size=4", "train.eval_every=0", "train.progress=false",
-            "+algo.tis.cap=2.0", f"train.log_dir={tmp_path / 'runs'}", "train.run_name=vllm"]
+            "algo.tis.cap=2.0", f"train.log_dir={tmp_path / 'runs'}", "train.run_name=vllm"]
     out = run_cli(*args, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     _, state = load_latest(tmp_path / "runs" / "vllm")

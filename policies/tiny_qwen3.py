@@ -26,6 +26,7 @@ from pathlib import Path
 
 import attrs
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from algorithms.registry import build_params, gt, integer
@@ -117,6 +118,9 @@ class WarmStartParams:
     """Prompt template of the problems (as the env formats them)."""
     seed: int = attrs.field(default=0, validator=integer(0))
     """Seed of the problem stream and of the model's initialisation."""
+    label_smoothing: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)])
+    """Share of each target token's probability spread over the vocabulary (0: plain likelihood).
+    It keeps the warm start unsure where it is right, so RL has a sharpening to do."""
 
 
 def warm_start(base: Path, out: Path, params: WarmStartParams, *, chat_template: bool = True) -> Path:
@@ -126,7 +130,6 @@ def warm_start(base: Path, out: Path, params: WarmStartParams, *, chat_template:
 
     from experiments.optim import OptimParams, build_scheduler
     from policies.hf.loading import encode_prompt
-    from policies.hf.logprobs import response_logprobs
     from policies.hf.policy import left_pad
     from rlvr_env.problems import arithmetic_problems, format_prompt
 
@@ -149,8 +152,7 @@ def warm_start(base: Path, out: Path, params: WarmStartParams, *, chat_template:
         width = max(len(t) for t in targets)
         tokens = torch.tensor([t + [tokenizer.pad_token_id] * (width - len(t)) for t in targets])  # (b, T) right-padded
         mask = (torch.arange(width)[None, :] < torch.tensor([len(t) for t in targets])[:, None]).float()
-        logp = response_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=1.0, chunk=4096)
-        loss = -(logp * mask).sum() / mask.sum()  # mean negative log-likelihood per target token
+        loss = target_loss(model, prompt_ids, prompt_mask, tokens, mask, params.label_smoothing)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -162,6 +164,20 @@ def warm_start(base: Path, out: Path, params: WarmStartParams, *, chat_template:
         record = {**attrs.asdict(params), "final_loss": float(loss.detach())}
         (tmp / "warm_start.json").write_text(json.dumps(record, indent=1))
     return out
+
+
+def target_loss(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
+                label_smoothing: float) -> torch.Tensor:
+    """Mean cross-entropy per target token of ``tokens`` [b, T] (right-padded, ``mask``) after
+    ``prompt_ids`` [b, S] (left-padded), with ``label_smoothing``. The vocabulary is tiny, so
+    the full [b, S + T, V] logits are fine here."""
+    attention = torch.cat([prompt_mask, mask], dim=1).long()  # (b, S + T)
+    logits = model(input_ids=torch.cat([prompt_ids, tokens], dim=1), attention_mask=attention,
+                   position_ids=(attention.cumsum(-1) - 1).clamp_min(0), use_cache=False).logits
+    s = prompt_ids.shape[1]
+    predicting = logits[:, s - 1: -1].float()  # (b, T, V): the positions that predict each target token
+    targets = tokens.masked_fill(~mask.bool(), -100)
+    return F.cross_entropy(predicting.flatten(0, 1), targets.flatten(), ignore_index=-100, label_smoothing=label_smoothing)
 
 
 def ensure_tiny_qwen3(cache: str | Path, params: WarmStartParams, chat_template: bool = True) -> Path:

@@ -199,7 +199,9 @@ class CandidateTask(VerifiedRewards, PromptBank):
             cands = [p.answer] + distractors(int(p.answer), num_answers - 1, rng)
             candidates.append([cands[i] for i in rng.permutation(num_answers)])
         self._cache: dict[tuple[int, str], float] = {}
-        correct = torch.tensor([[self.score(i, c) > 0.5 for c in cands] for i, cands in enumerate(candidates)])
+        # The reference and other integers: correct is the reference string itself (what the
+        # verifier says too, tests/test_jsonl_tasks.py; it scores the texts at training time).
+        correct = torch.tensor([[c == p.answer for c in cands] for p, cands in zip(problems, candidates)])
         success = torch.tensor([LEVEL_SUCCESS.get(p.difficulty or 3, 0.45) for p in problems])  # (N,)
         n_correct = correct.sum(1).clamp_min(1)
         mass = torch.where(correct, success[:, None] / n_correct[:, None],
@@ -211,18 +213,24 @@ class ArithmeticTask(CandidateTask):
     """Seeded arithmetic problems (``rlvr_env.problems.arithmetic_problems``) as a task."""
 
     def __init__(self, params: ArithmeticParams, seed: int):
-        # One prefix-stable stream: the training problems do not depend on ``heldout``. Held-out
-        # problems come from further on, in the hash split no warm start trains on, and are not
-        # training questions.
-        both = arithmetic_problems(params.num_problems + 8 * params.heldout, params.levels,
-                                   params.seed if params.seed is not None else seed)
-        train = both[: params.num_problems]
-        seen = {p.prompt for p in train}
-        heldout = []
-        for p in both[params.num_problems:]:
-            if len(heldout) < params.heldout and p.prompt not in seen and in_held_out_split(p.prompt):
-                seen.add(p.prompt)
-                heldout.append(p)
+        # One prefix-stable stream, split by a hash of the question (``in_held_out_split``): one
+        # question in 4 is evaluation-only, for every policy and for the warm starts, so that a
+        # large training set cannot use up a level's held-out questions (level 1 has only 243).
+        # Training problems do not depend on ``heldout``; held-out ones are distinct questions.
+        stream, size = params.seed if params.seed is not None else seed, 2 * (params.num_problems + 4 * params.heldout)
+        heldout: list[Problem] = []
+        while True:  # a longer stream starts with the same problems: grow it until both parts are full
+            both = arithmetic_problems(size, params.levels, stream)
+            train = [p for p in both if not in_held_out_split(p.prompt)][: params.num_problems]
+            distinct: dict[str, Problem] = {}
+            for p in both:
+                if in_held_out_split(p.prompt):
+                    distinct.setdefault(p.prompt, p)
+            # Level 1 has 243 questions in all: stop growing once a doubling finds no new one.
+            found, heldout = len(heldout), list(distinct.values())[: params.heldout]
+            if len(train) == params.num_problems and (len(heldout) == params.heldout or len(heldout) == found):
+                break
+            size *= 2
         # Levels interleaved, so that the first M held-out problems (eval.max_problems) span them all.
         rank = {id(p): sum(q.difficulty == p.difficulty for q in heldout[:i]) for i, p in enumerate(heldout)}
         heldout.sort(key=lambda p: (rank[id(p)], p.difficulty))

@@ -167,3 +167,33 @@ def test_learning_rate_schedule_by_hand():
 def test_tabular_runs_keep_no_scheduler(make_cfg, tmp_path):
     trainer = build_trainer(make_cfg("train.progress=false"), tmp_path)
     assert trainer.engine.scheduler is None and trainer.evaluator is None
+
+
+def test_warm_start_loss_is_the_likelihood_and_label_smoothing_by_hand(tiny_dir):  # noqa: F811
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from policies.hf.loading import encode_prompt
+    from policies.hf.logprobs import response_logprobs
+    from policies.hf.policy import left_pad
+    from policies.tiny_qwen3 import target_loss
+    from rlvr_env.problems import format_prompt
+
+    tokenizer, model = AutoTokenizer.from_pretrained(tiny_dir), AutoModelForCausalLM.from_pretrained(tiny_dir)
+    problems = arithmetic_problems(5, seed=2)
+    prompt_ids, prompt_mask = left_pad([encode_prompt(tokenizer, format_prompt(p, "boxed"), True) for p in problems],
+                                       tokenizer.pad_token_id)
+    targets = [tokenizer(f"\\boxed{{{p.answer}}}")["input_ids"] + [tokenizer.eos_token_id] for p in problems]
+    width = max(len(t) for t in targets)
+    tokens = torch.tensor([t + [0] * (width - len(t)) for t in targets])
+    mask = (torch.arange(width)[None] < torch.tensor([len(t) for t in targets])[:, None]).float()
+    assert mask.sum(1).unique().numel() > 1  # uneven lengths: padding is left out
+    logp = response_logprobs(model, prompt_ids, prompt_mask, tokens, mask, temperature=1.0, chunk=7)
+    nll = -(logp * mask).sum() / mask.sum()
+    assert float(target_loss(model, prompt_ids, prompt_mask, tokens, mask, 0.0)) == pytest.approx(float(nll), abs=1e-5)
+    # smoothing eps: (1 - eps) * NLL + eps * mean over the vocabulary of -log p, per target token
+    attention = torch.cat([prompt_mask, mask], 1).long()
+    logits = model(input_ids=torch.cat([prompt_ids, tokens], 1), attention_mask=attention,
+                   position_ids=(attention.cumsum(-1) - 1).clamp_min(0)).logits[:, prompt_ids.shape[1] - 1:-1]
+    uniform = -(logits.log_softmax(-1).mean(-1) * mask).sum() / mask.sum()
+    want = 0.75 * nll + 0.25 * uniform
+    assert float(target_loss(model, prompt_ids, prompt_mask, tokens, mask, 0.25)) == pytest.approx(float(want), abs=1e-5)

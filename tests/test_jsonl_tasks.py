@@ -83,3 +83,25 @@ def test_arithmetic_heldout_is_disjoint_and_leaves_training_problems_unchanged()
     assert 150 < len(b.heldout) <= 200
     assert not {p.prompt for p in b.problems} & {p.prompt for p in b.heldout}
     assert {p.difficulty for p in b.heldout} == {1, 2, 3, 4, 5}
+
+
+def test_arithmetic_training_stays_outside_the_hash_split_so_large_sets_keep_every_level_held_out():
+    from rlvr_env.problems import in_held_out_split
+
+    # 4096 training problems draw every one of level 1's 243 questions many times over; those
+    # in the hash split must still be left for evaluation, and the rest trained on.
+    task = make_task("env=arithmetic", "env.num_problems=4096", "env.heldout=500")
+    assert len(task.problems) == 4096 and not any(in_held_out_split(p.prompt) for p in task.problems)
+    assert all(in_held_out_split(p.prompt) for p in task.heldout) and len({p.prompt for p in task.heldout}) == 500
+    level1 = {f"What is {a} {op} {b}?" for a in range(1, 10) for b in range(1, 10) for op in "+-*"}  # all 243
+    split1 = {q for q in level1 if in_held_out_split(q)}
+    trained1 = {p.prompt for p in task.problems if p.difficulty == 1}
+    assert trained1 <= level1 - split1 and len(trained1) > 150 and {p.prompt for p in task.heldout if p.difficulty == 1}
+    from rlvr_env.verifier import verify
+
+    for i in range(0, 4096, 97):  # the candidate table agrees with the verifier that scores the texts
+        assert [verify(c, task.problems[i].answer).reward > 0.5 for c in task.candidates[i]] == task.correct[i].tolist()
+    # a level with fewer distinct held-out questions than asked for: the search ends with all of them
+    small = make_task("env=arithmetic", "env.levels=[1]", "env.num_problems=64", "env.heldout=400")
+    assert [p.prompt for p in small.heldout] == list(dict.fromkeys(p.prompt for p in small.heldout))  # distinct
+    assert {p.prompt for p in small.heldout} == split1 and 40 < len(split1) < 80

@@ -59,12 +59,15 @@ class OurSteps:
         self.trainer = build_trainer(cfg, Path(tempfile.mkdtemp(prefix="bench-ours-")))
         self.times: list[float] = []
         self.lengths: list[float] = []
+        self.phases: list[dict[str, float]] = []  # the trainer's time/* split of each step
 
     def step(self) -> None:
         start = time.perf_counter()
         values = self.trainer.train_step()
         self.times.append(time.perf_counter() - start)
         self.lengths.append(values["response/length_mean"])
+        self.phases.append({k.removeprefix("time/").removesuffix("_s"): v for k, v in values.items()
+                            if k in ("time/sample_s", "time/reward_s", "time/update_s")})
 
 
 def trl_trainer(model: Path, args, after_step):
@@ -74,15 +77,16 @@ def trl_trainer(model: Path, args, after_step):
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from rlvr_env import arithmetic_problems, format_prompt, verify
+    from rlvr_env import arithmetic_problems, format_prompt
+    from rlvr_env.verifier import verify_batch
 
     problems = arithmetic_problems(128, seed=args.seed)
     answers = {format_prompt(p): p.answer for p in problems}
     dataset = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": q}], "answer": a}
                                           for q, a in answers.items()])
 
-    def reward(completions, answer, **kwargs):  # the same verifier as ours
-        return [verify(c[0]["content"], a).reward for c, a in zip(completions, answer)]
+    def reward(completions, answer, **kwargs):  # the same verifier as ours (its worker pool, not sympy in line)
+        return [v.reward for v in verify_batch([c[0]["content"] for c in completions], list(answer))]
 
     class Clock(TrainerCallback):
         def __init__(self):
@@ -143,6 +147,9 @@ def step_time(args) -> None:
         length = statistics.mean(lengths[args.warmup:])
         print(f"  {name:<28} {median:8.3f} s/step   (mean response length {length:.1f})   ours / TRL = "
               f"{median / base:.3f}")
+    for name, side in ours.items():  # sample: generation and (recompute) the old-log-prob pass
+        phases = {k: statistics.median(p[k] for p in side.phases[args.warmup:]) for k in side.phases[0]}
+        print(f"  {name:<28} median " + ", ".join(f"{k} {v:.3f} s" for k, v in phases.items()))
 
 
 def _tiny_dims() -> dict:

@@ -3,13 +3,15 @@
 1. Step time: one GRPO step of ours (``experiments.trainer`` with ``policy=hf``) against TRL's
    ``GRPOTrainer`` on the same tiny Qwen3, prompts (P arithmetic problems, chat template), G,
    response length (exactly ``--tokens`` new tokens on both sides: stop tokens are masked
-   out until then), AdamW, fp32 on the CPU, gradient checkpointing off (TRL's GRPOConfig turns
-   it on by default), ``--threads`` torch threads on both sides. Ours runs twice: with the
-   default ``old_logp=recompute`` (one extra no-grad pass for an exact on-policy ratio) and
-   with ``old_logp=sampler`` (TRL's work: on-policy, TRL skips the old-log-prob pass). The
-   three steps are interleaved (ours recompute, ours sampler, TRL, repeat), so that all see
-   the same load on a shared machine. Median seconds per step over ``--steps`` steps after
-   ``--warmup``; ratio ours / TRL; the load average is printed with the figures.
+   out until then), verifier (``verify_batch``: the worker pool our trainer uses), AdamW,
+   fp32 on the CPU, gradient checkpointing off (TRL's GRPOConfig turns it on by default),
+   ``--threads`` torch threads on both sides. Ours runs twice: with the default
+   ``old_logp=recompute`` (one extra no-grad pass for an exact on-policy ratio) and with
+   ``old_logp=sampler`` (TRL's work: on-policy, TRL skips the old-log-prob pass). The three
+   steps are interleaved (ours recompute, ours sampler, TRL, repeat), so that all see the
+   same load on a shared machine. Median seconds per step over ``--steps`` steps after
+   ``--warmup``; ratio ours / TRL; the load average and our step's sample / reward / update
+   split are printed with the figures.
 2. Memory: peak memory of the log-prob pass (forward and backward) with a Qwen3-size
    vocabulary (151,936) at B x T, chunked (ours) vs full [B, T, V] float32 logits, each in a
    fresh subprocess (peak RSS growth over the loaded model, from ``ru_maxrss``); ratio.

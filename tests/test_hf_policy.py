@@ -73,7 +73,7 @@ def test_kv_decoder_logits_equal_transformers_forward_bit_for_bit(tiny_dir, padd
     from policies.hf.decode import KVDecoder, supports
     from policies.hf.sampling import TransformersDecoder
 
-    policy = make_policy(tiny_dir)
+    policy = make_policy(tiny_dir, device="cpu")
     model = policy.causal.eval()
     assert supports(model)
     texts = arithmetic_prompts(3).texts if padded else arithmetic_prompts(1).texts * 2
@@ -99,7 +99,7 @@ def test_kv_decoder_logits_equal_transformers_forward_bit_for_bit(tiny_dir, padd
 def test_generation_is_the_same_with_and_without_the_kv_decoder(tiny_dir):  # noqa: F811
     from policies.hf.sampling import generate
 
-    policy = make_policy(tiny_dir)
+    policy = make_policy(tiny_dir, device="cpu")
     tokens, mask = left_pad([policy.encode(t) for t in arithmetic_prompts(3, seed=2).texts],
                             policy.tokenizer.pad_token_id)
     noise = torch.rand(12, 3 * 5, generator=gen(0))

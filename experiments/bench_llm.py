@@ -3,10 +3,15 @@
 1. Step time: one GRPO step of ours (``experiments.trainer`` with ``policy=hf``) against TRL's
    ``GRPOTrainer`` on the same tiny Qwen3, prompts (P arithmetic problems, chat template), G,
    response length (exactly ``--tokens`` new tokens on both sides: stop tokens are masked
-   out until then), AdamW, fp32 on the CPU, gradient checkpointing off. Median seconds per
-   step over ``--steps`` steps after ``--warmup``; ratio ours / TRL. Ours runs twice: with
-   the default ``old_logp=recompute`` (one extra no-grad pass for an exact on-policy ratio)
-   and with ``old_logp=sampler`` (TRL's work: no separate old-log-prob pass).
+   out until then), verifier (``verify_batch``: the worker pool our trainer uses), AdamW,
+   fp32 on the CPU, gradient checkpointing off (TRL's GRPOConfig turns it on by default),
+   ``--threads`` torch threads on both sides. Ours runs twice: with the default
+   ``old_logp=recompute`` (one extra no-grad pass for an exact on-policy ratio) and with
+   ``old_logp=sampler`` (TRL's work: on-policy, TRL skips the old-log-prob pass). The three
+   steps are interleaved (ours recompute, ours sampler, TRL, repeat), so that all see the
+   same load on a shared machine. Median seconds per step over ``--steps`` steps after
+   ``--warmup``; ratio ours / TRL; the load average and our step's sample / reward / update
+   split are printed with the figures.
 2. Memory: peak memory of the log-prob pass (forward and backward) with a Qwen3-size
    vocabulary (151,936) at B x T, chunked (ours) vs full [B, T, V] float32 logits, each in a
    fresh subprocess (peak RSS growth over the loaded model, from ``ru_maxrss``); ratio.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -39,88 +45,113 @@ def tiny_model(folder: Path) -> Path:
     return build_tiny_qwen3(folder / "tiny-qwen3")
 
 
-def our_step_times(model: Path, args, old_logp: str) -> tuple[list[float], float]:
-    from experiments.config import build_trainer, compose_config
+class OurSteps:
+    """Our trainer (``policy=hf``) on the bench's work; ``step()`` runs and times one training step."""
 
-    cfg = compose_config("policy=hf", "env=arithmetic", "algo=grpo", f"policy.model_path={model}",
-                         f"policy.max_new_tokens={args.tokens}", f"policy.min_new_tokens={args.tokens}",
-                         f"policy.old_logp={old_logp}", "policy.device=cpu", "policy.dtype=float32",
-                         f"train.prompts_per_step={args.prompts}", f"train.group_size={args.group}",
-                         "optim.name=adamw", "optim.lr=1e-6", "optim.warmup_steps=0", "optim.weight_decay=0.0",
-                         "optim.max_grad_norm=1.0", "train.progress=false", f"seed={args.seed}")
-    trainer = build_trainer(cfg, Path(tempfile.mkdtemp(prefix="bench-ours-")))
-    times, tokens = [], 0.0
-    for i in range(args.warmup + args.steps):
+    def __init__(self, model: Path, args, old_logp: str):
+        from experiments.config import build_trainer, compose_config
+
+        cfg = compose_config("policy=hf", "env=arithmetic", "algo=grpo", f"policy.model_path={model}",
+                             f"policy.max_new_tokens={args.tokens}", f"policy.min_new_tokens={args.tokens}",
+                             f"policy.old_logp={old_logp}", "policy.device=cpu", "policy.dtype=float32",
+                             f"policy.num_threads={args.threads}", f"train.prompts_per_step={args.prompts}",
+                             f"train.group_size={args.group}", "optim.name=adamw", "optim.lr=1e-6",
+                             "optim.warmup_steps=0", "optim.weight_decay=0.0", "optim.max_grad_norm=1.0",
+                             "train.progress=false", f"seed={args.seed}")
+        self.trainer = build_trainer(cfg, Path(tempfile.mkdtemp(prefix="bench-ours-")))
+        self.times: list[float] = []
+        self.lengths: list[float] = []
+        self.phases: list[dict[str, float]] = []  # the trainer's time/* split of each step
+
+    def step(self) -> None:
         start = time.perf_counter()
-        values = trainer.train_step()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-            tokens += values["response/length_mean"]
-    return times, tokens / args.steps
+        values = self.trainer.train_step()
+        self.times.append(time.perf_counter() - start)
+        self.lengths.append(values["response/length_mean"])
+        self.phases.append({k.removeprefix("time/").removesuffix("_s"): v for k, v in values.items()
+                            if k in ("time/sample_s", "time/reward_s", "time/update_s")})
 
 
-def trl_step_times(model: Path, args) -> tuple[list[float], float]:
+def trl_trainer(model: Path, args, after_step):
+    """TRL's ``GRPOTrainer`` on the same work, its step timed from ``on_step_begin`` to
+    ``on_step_end``; ``after_step()`` runs after each of its steps (outside its clock)."""
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from rlvr_env import arithmetic_problems, format_prompt, verify
+    from rlvr_env import arithmetic_problems, format_prompt
+    from rlvr_env.verifier import verify_batch
 
     problems = arithmetic_problems(128, seed=args.seed)
     answers = {format_prompt(p): p.answer for p in problems}
     dataset = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": q}], "answer": a}
                                           for q, a in answers.items()])
 
-    def reward(completions, answer, **kwargs):  # the same verifier as ours
-        return [verify(c[0]["content"], a).reward for c, a in zip(completions, answer)]
+    def reward(completions, answer, **kwargs):  # the same verifier as ours (its worker pool, not sympy in line)
+        return [v.reward for v in verify_batch([c[0]["content"] for c in completions], list(answer))]
 
     class Clock(TrainerCallback):
         def __init__(self):
-            self.times, self.start = [], 0.0
+            self.times, self.lengths, self.start = [], [], 0.0
 
         def on_step_begin(self, *a, **k):
             self.start = time.perf_counter()
 
         def on_step_end(self, *a, **k):
             self.times.append(time.perf_counter() - self.start)
+            after_step()
 
-    lengths = []
+    clock = Clock()
 
     def length_reward(completion_ids, **kwargs):  # records the work done; weight 0
-        lengths.extend(len(c) for c in completion_ids)
+        clock.lengths.append(sum(len(c) for c in completion_ids) / len(completion_ids))
         return [0.0] * len(completion_ids)
 
+    # TRL's defaults for this setting, except: gradient checkpointing off (GRPOConfig turns it on by
+    # default; ours is off), fp32 (bf16 defaults on), no logging or saving, and exactly --tokens new tokens
     config = GRPOConfig(output_dir=tempfile.mkdtemp(prefix="bench-trl-"), num_generations=args.group,
                         per_device_train_batch_size=args.prompts * args.group, max_completion_length=args.tokens,
                         generation_kwargs={"min_new_tokens": args.tokens}, loss_type="grpo", beta=0.0,
                         learning_rate=1e-6, optim="adamw_torch", weight_decay=0.0, max_grad_norm=1.0,
                         lr_scheduler_type="constant", max_steps=args.warmup + args.steps, use_cpu=True, bf16=False,
-                        report_to=[], logging_steps=10_000, save_strategy="no", seed=args.seed,
-                        dataloader_num_workers=0, reward_weights=[1.0, 0.0])
-    clock = Clock()
+                        gradient_checkpointing=False, report_to=[], logging_steps=10_000, save_strategy="no",
+                        seed=args.seed, dataloader_num_workers=0, reward_weights=[1.0, 0.0],
+                        disable_tqdm=True)
     trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32),
                           reward_funcs=[reward, length_reward], args=config, train_dataset=dataset,
                           processing_class=AutoTokenizer.from_pretrained(model), callbacks=[clock])
-    trainer.train()
-    measured = lengths[args.warmup * args.prompts * args.group:]
-    return clock.times[args.warmup:], sum(measured) / max(1, len(measured))
+    return trainer, clock
 
 
 def step_time(args) -> None:
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as folder:
         model = tiny_model(Path(folder))
-        results = {"ours (old_logp=recompute)": our_step_times(model, args, "recompute"),
-                   "ours (old_logp=sampler)": our_step_times(model, args, "sampler"),
-                   "TRL GRPOTrainer": trl_step_times(model, args)}
+        ours = {"ours (old_logp=recompute)": OurSteps(model, args, "recompute"),
+                "ours (old_logp=sampler)": OurSteps(model, args, "sampler")}
+
+        def our_steps():  # interleaved with TRL's: the three see the same load on a shared machine
+            for side in ours.values():
+                side.step()
+
+        trainer, clock = trl_trainer(model, args, our_steps)
+        trainer.train()
+    results = {name: (side.times, side.lengths) for name, side in ours.items()}
+    results["TRL GRPOTrainer"] = (clock.times, clock.lengths)
     print(f"\nstep time: tiny Qwen3 ({json.dumps(_tiny_dims())}), P={args.prompts} prompts x G={args.group}, "
-          f"{args.tokens} new tokens each, AdamW, fp32, {torch.get_num_threads()} CPU threads; "
-          f"median of {args.steps} steps after {args.warmup}")
-    base = statistics.median(results["TRL GRPOTrainer"][0])
-    for name, (times, length) in results.items():
-        median = statistics.median(times)
+          f"{args.tokens} new tokens each, AdamW, fp32, {torch.get_num_threads()} CPU thread(s); steps interleaved "
+          f"(ours recompute, ours sampler, TRL); median of {args.steps} steps after {args.warmup}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    base = statistics.median(clock.times[args.warmup:])
+    for name, (times, lengths) in results.items():
+        median = statistics.median(times[args.warmup:])
+        length = statistics.mean(lengths[args.warmup:])
         print(f"  {name:<28} {median:8.3f} s/step   (mean response length {length:.1f})   ours / TRL = "
               f"{median / base:.3f}")
+    for name, side in ours.items():  # sample: generation and (recompute) the old-log-prob pass
+        phases = {k: statistics.median(p[k] for p in side.phases[args.warmup:]) for k in side.phases[0]}
+        print(f"  {name:<28} median " + ", ".join(f"{k} {v:.3f} s" for k, v in phases.items()))
 
 
 def _tiny_dims() -> dict:
@@ -202,6 +233,8 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads, both sides (the tiny preset's policy.num_threads)")
     parser.add_argument("--batch", type=int, default=16, help="memory part: B")
     parser.add_argument("--length", type=int, default=1024, help="memory part: T response tokens")
     parser.add_argument("--chunk", type=int, default=1024, help="memory part: rows per LM-head chunk")

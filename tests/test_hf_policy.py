@@ -9,6 +9,7 @@ from policies.base import PromptBatch  # noqa: E402
 from rlvr_env.problems import BOXED_INSTRUCTION  # noqa: E402
 from policies.hf import logprobs as LP  # noqa: E402
 from policies.hf.logprobs import response_logprobs  # noqa: E402
+from policies.hf.policy import left_pad  # noqa: E402
 from algorithms import ConfigError  # noqa: E402
 from experiments.config import build_trainer, compose_config  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
@@ -63,6 +64,58 @@ def test_sampling_is_reproducible_from_the_generator(tiny_dir):  # noqa: F811
     split = make_policy(tiny_dir, max_new_tokens=6, generation_batch=3)  # one prompt per pass
     d = split.sample(prompts, 3, gen(7))
     assert torch.equal(d.tokens[:, : a.tokens.shape[1]], a.tokens) and d.texts == a.texts
+
+
+@pytest.mark.parametrize("padded", [True, False], ids=["left_padded", "same_length"])
+def test_kv_decoder_logits_equal_transformers_forward_bit_for_bit(tiny_dir, padded):  # noqa: F811
+    from transformers import DynamicCache
+
+    from policies.hf.decode import KVDecoder, supports
+    from policies.hf.sampling import TransformersDecoder
+
+    policy = make_policy(tiny_dir, device="cpu")
+    model = policy.causal.eval()
+    assert supports(model)
+    texts = arithmetic_prompts(3).texts if padded else arithmetic_prompts(1).texts * 2
+    tokens, mask = left_pad([policy.encode(t) for t in texts], policy.tokenizer.pad_token_id)
+    assert bool((mask == 0).any()) == padded
+    attention = mask.long()
+    positions = (attention.cumsum(-1) - 1).clamp_min(0)
+    decoders = []
+    with torch.no_grad():
+        for make in (lambda c: KVDecoder(model, c, attention, 4, 6), lambda c: TransformersDecoder(model, c, attention, 4)):
+            cache = DynamicCache(config=model.config)
+            model(input_ids=tokens, attention_mask=attention, position_ids=positions, past_key_values=cache,
+                  use_cache=True, logits_to_keep=1)
+            decoders.append(make(cache))
+        position = positions[:, -1:].repeat_interleave(4, dim=0) + 1
+        for t in range(6):
+            token = torch.randint(3, 90, (len(texts) * 4,), generator=gen(t))
+            fast, slow = (d(token, position) for d in decoders)
+            assert torch.equal(fast, slow), (t, (fast - slow).abs().max())
+            position = position + 1
+
+
+def test_generation_is_the_same_with_and_without_the_kv_decoder(tiny_dir):  # noqa: F811
+    from policies.hf.sampling import generate
+
+    policy = make_policy(tiny_dir, device="cpu")
+    tokens, mask = left_pad([policy.encode(t) for t in arithmetic_prompts(3, seed=2).texts],
+                            policy.tokenizer.pad_token_id)
+    noise = torch.rand(12, 3 * 5, generator=gen(0))
+    a, b = (generate(policy.causal.eval(), tokens, mask, 5, noise, stop_ids=policy.stop_ids,
+                     pad_id=policy.tokenizer.pad_token_id, temperature=3.0, min_new_tokens=3, fast=fast)
+            for fast in (True, False))
+    assert a.tokens.shape[1] > 3 and a.truncated.any() and (~a.truncated).any()  # rows stop and run out
+    for field in ("tokens", "mask", "logp", "entropy", "truncated"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field
+
+
+def test_kv_decoder_covers_only_models_it_reproduces(tiny_dir):  # noqa: F811
+    from policies.hf.decode import supports
+
+    assert not supports(make_policy(tiny_dir, lora={"r": 2}).causal)  # LoRA layers are not plain linears
+    assert not supports(make_policy(tiny_dir, attn_implementation="eager").causal)
 
 
 @pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 0, 1.0), (2.0, 5, 1.0), (1.3, 0, 0.6)])

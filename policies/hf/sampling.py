@@ -13,6 +13,8 @@ from __future__ import annotations
 import attrs
 import torch
 
+from policies.hf.decode import KVDecoder, supports
+
 
 @attrs.frozen
 class Generation:
@@ -48,14 +50,34 @@ def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_max(probs.shape[-1] - 1)
 
 
+class TransformersDecoder:
+    """``decoder(token [B], position [B, 1]) -> logits [B, V]`` through the model's own forward,
+    continuing the prefill in ``cache`` (P prompts, ``attention`` [P, S]), G rows per prompt."""
+
+    def __init__(self, model, cache, attention: torch.Tensor, group_size: int):
+        self.model, self.cache, self.group_size = model, cache, group_size
+        self.attention = attention.repeat_interleave(group_size, dim=0)  # (B, S), grows by one column per step
+        self.repeated = False
+
+    def __call__(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        if not self.repeated:  # (B, ...) prompt-major, only once a second token is due
+            self.cache.batch_repeat_interleave(self.group_size)
+            self.repeated = True
+        self.attention = torch.cat([self.attention, torch.ones_like(self.attention[:, :1])], dim=1)
+        return self.model(input_ids=token[:, None], attention_mask=self.attention, position_ids=position,
+                          past_key_values=self.cache, use_cache=True).logits[:, -1]
+
+
 @torch.no_grad()
 def generate(model, prompt_tokens: torch.Tensor, prompt_mask: torch.Tensor, group_size: int, noise: torch.Tensor, *,
              stop_ids: list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             min_new_tokens: int = 0) -> Generation:
+             min_new_tokens: int = 0, fast: bool = True) -> Generation:
     """Sample ``group_size`` continuations of each of ``prompt_tokens`` [P, S] (left-padded,
     ``prompt_mask`` [P, S]): B = P * G rows, prompt-major, at most ``max_new_tokens`` each with
     ``noise`` [max_new_tokens, B] uniform in [0, 1). Each prompt is prefilled once and its
-    cache shared by its G rows.
+    cache shared by its G rows. With ``fast`` (and a model ``policies.hf.decode`` covers) the
+    tokens after the first are decoded by ``KVDecoder``, else by transformers' forward: the
+    same logits either way.
 
     ``model`` is a causal LM in eval mode; the returned tensors are on the CPU.
     """
@@ -71,7 +93,8 @@ def generate(model, prompt_tokens: torch.Tensor, prompt_mask: torch.Tensor, grou
     cache = DynamicCache(config=model.config)
     out = model(input_ids=prompt_tokens.to(device), attention_mask=attention, position_ids=positions,
                 past_key_values=cache, use_cache=True, logits_to_keep=1)
-    attention = attention.repeat_interleave(group_size, dim=0)  # (B, S), grows by one column per step
+    decode = (KVDecoder(model, cache, attention, group_size, max_new_tokens - 1) if fast and supports(model)
+              else TransformersDecoder(model, cache, attention, group_size))
     position = positions[:, -1:].repeat_interleave(group_size, dim=0) + 1  # (B, 1)
     logits = out.logits[:, -1].repeat_interleave(group_size, dim=0)  # (B, V)
     done = torch.zeros(b, dtype=torch.bool, device=device)
@@ -88,11 +111,7 @@ def generate(model, prompt_tokens: torch.Tensor, prompt_mask: torch.Tensor, grou
         done = done | torch.isin(token, stops)
         if t + 1 == max_new_tokens or bool(done.all()):  # one host sync per token
             break
-        if t == 0:
-            cache.batch_repeat_interleave(group_size)  # (B, ...) prompt-major, only once a second token is due
-        attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
-        logits = model(input_ids=token[:, None], attention_mask=attention, position_ids=position,
-                       past_key_values=cache, use_cache=True).logits[:, -1]
+        logits = decode(token, position)
         position = position + 1
     tokens, mask, logp, entropy = (torch.stack(x, dim=1).cpu() for x in zip(*steps))  # each (B, T)
     zero = torch.zeros(())

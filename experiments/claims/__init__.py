@@ -128,7 +128,11 @@ EXPERIMENTS = {e.name: e for e in [
                     "other curricula are not registered reweighters, so they are not compared."),
     Experiment("g", "HA-DW on tiny-qwen3, arithmetic",
                "HA-DW improves held-out accuracy and yields longer responses.",
-               _algo("grpo", "grpo_hadw"), base=("policy=tiny-qwen3", "env=arithmetic", "train.progress=false"),
-               seeds=5, tabular=False,
-               note="tiny-qwen3's preset: 150 steps, P = 16, G = 8, held-out evaluation every 25 steps."),
+               _algo("grpo", "grpo_hadw"), base=("policy=tiny-qwen3", "env=arithmetic", "train.steps=200",
+                                                 "train.progress=false"),
+               seeds=3, tabular=False,
+               note="tiny-qwen3's preset with env=arithmetic, 200 steps instead of 300 (3 seeds x 2 runs fit in about "
+                    "half an hour on 2 loaded cores): warm start with label smoothing 0.1, P = 16, G = 8, Adam lr 3e-4, "
+                    "4096 training problems, held-out mean@4 on 500 problems every 50 steps. "
+                    "Responses are the boxed answer alone (no reasoning), so their length says little here."),
 ]}

@@ -153,3 +153,11 @@ def stop_token_ids(tokenizer, model) -> list[int]:
     configured = getattr(model.generation_config, "eos_token_id", None)
     ids |= set(configured if isinstance(configured, list) else [configured])
     return sorted(i for i in ids if i is not None)
+
+
+def cache_kwarg(module, cache) -> dict:
+    """``{"cache": cache}`` for a forward that takes ``cache`` (transformers >= 5.2x renamed it),
+    else ``{"past_key_values": cache}``: no deprecation warning on every step, either version."""
+    import inspect
+
+    return {"cache": cache} if "cache" in inspect.signature(module.forward).parameters else {"past_key_values": cache}

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from policies.hf.loading import cache_kwarg
+
 
 def head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
                   temperature: float) -> torch.Tensor:
@@ -78,12 +80,12 @@ def _shared_prompt_hidden(trunk, prompt_tokens, prompt_mask, tokens, mask) -> to
     s = prompt_tokens.shape[1]
     u_mask = unique[:, s:]
     cache = DynamicCache(config=trunk.config)
-    prompt_hidden = trunk(input_ids=unique[:, :s], attention_mask=u_mask, past_key_values=cache, use_cache=True,
+    prompt_hidden = trunk(input_ids=unique[:, :s], attention_mask=u_mask, **cache_kwarg(trunk, cache), use_cache=True,
                           position_ids=(u_mask.cumsum(-1) - 1).clamp_min(0)).last_hidden_state  # (U, S', H)
     cache.batch_select_indices(inverse)  # every response sees its prompt's keys / values (with their gradients)
     start = prompt_mask.long().sum(dim=1, keepdim=True)  # (B, 1): the first response position
     positions = start + torch.arange(tokens.shape[1], device=tokens.device)  # (B, T')
     response_hidden = trunk(input_ids=tokens, attention_mask=torch.cat([prompt_mask, mask], dim=1).long(),
-                            position_ids=positions, past_key_values=cache, use_cache=True).last_hidden_state
+                            position_ids=positions, **cache_kwarg(trunk, cache), use_cache=True).last_hidden_state
     # left padding: the last prompt column is real in every row and predicts the first response token
     return torch.cat([prompt_hidden[inverse, -1:], response_hidden[:, :-1]], dim=1)  # (B, T', H)

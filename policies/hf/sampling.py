@@ -14,6 +14,7 @@ import attrs
 import torch
 
 from policies.hf.decode import KVDecoder, supports
+from policies.hf.loading import cache_kwarg
 
 
 @attrs.frozen
@@ -65,7 +66,7 @@ class TransformersDecoder:
             self.repeated = True
         self.attention = torch.cat([self.attention, torch.ones_like(self.attention[:, :1])], dim=1)
         return self.model(input_ids=token[:, None], attention_mask=self.attention, position_ids=position,
-                          past_key_values=self.cache, use_cache=True).logits[:, -1]
+                          **cache_kwarg(self.model, self.cache), use_cache=True).logits[:, -1]
 
 
 @torch.no_grad()
@@ -92,7 +93,7 @@ def generate(model, prompt_tokens: torch.Tensor, prompt_mask: torch.Tensor, grou
     positions = (attention.cumsum(-1) - 1).clamp_min(0)  # left padding: real tokens count from 0
     cache = DynamicCache(config=model.config)
     out = model(input_ids=prompt_tokens.to(device), attention_mask=attention, position_ids=positions,
-                past_key_values=cache, use_cache=True, logits_to_keep=1)
+                **cache_kwarg(model, cache), use_cache=True, logits_to_keep=1)
     decode = (KVDecoder(model, cache, attention, group_size, max_new_tokens - 1) if fast and supports(model)
               else TransformersDecoder(model, cache, attention, group_size))
     position = positions[:, -1:].repeat_interleave(group_size, dim=0) + 1  # (B, 1)

@@ -165,9 +165,10 @@ class Trainer:
 
     def check_replicas(self) -> torch.Tensor:
         """Several processes: the reweighter state (HA-DW belief, ...) and a checksum of the
-        weights (replicas; sharded weights exist once) must be the same on every process after
-        each step; they are computed from the same gathered rewards and the same summed gradients. Returns the largest difference to
-        the main process (0); a difference stops the run instead of training diverged replicas."""
+        weights (``Engine.replica_checksum``: replicas only, sharded weights exist once) must be
+        the same on every process after each step; they are computed from the same gathered
+        rewards and the same summed gradients. Returns the largest difference to the main
+        process (0); a difference stops the run instead of training diverged replicas."""
         state = [torch.as_tensor(v, dtype=torch.float64).reshape(-1)
                  for v in self.algo.reweighter.state_dict().values()]
         mine = torch.cat(state + [self.engine.replica_checksum()])  # (F,)

@@ -40,8 +40,9 @@ class HFPolicy:
 
     @property
     def multi_process(self) -> bool:
-        """Data parallel: each process holds a replica and samples its share; not yet with the
-        vLLM sampler (one colocated engine per process is untested)."""
+        """Data parallel: each process holds a replica (or, under FSDP, a shard of ``scorer``)
+        and samples its share; not yet with the vLLM sampler (one colocated engine per process
+        is untested)."""
         return self.vllm is None
 
     def __init__(self, model, tokenizer, params: HFParams, device: torch.device, dtype: torch.dtype,

@@ -80,7 +80,8 @@ def check_shardable(policy, policy_name: str) -> None:
                           "(use a DDP config: configs/accelerate/cpu_2proc.yaml)")
     if policy.params.lora.r > 0:
         raise ConfigError("accelerate FSDP with LoRA (policy.lora.r > 0) is not supported: the adapters are small, "
-                          "train them data-parallel with a DDP config (configs/accelerate/cpu_2proc.yaml or ddp_gpu.yaml)")
+                          "train them data-parallel with a DDP config (configs/accelerate/cpu_2proc.yaml or "
+                          "ddp_gpu.yaml)")
 
 
 class FSDPEngine(DistributedEngine):
@@ -110,6 +111,11 @@ class FSDPEngine(DistributedEngine):
         broadcast_weights(list(root.parameters()))  # every shard cut from the main process's weights
         classes = settings.layer_classes or tuple(getattr(policy.causal, "_no_split_modules", None) or ())
         self.layers = [m for m in root.modules() if type(m).__name__ in classes] if settings.wrap_layers else []
+        if settings.wrap_layers and not self.layers:
+            named = " or ".join(classes) or "(no class named)"
+            raise ConfigError(f"accelerate FSDP: no module of the model is a {named}; set "
+                              "fsdp_transformer_layer_cls_to_wrap to its decoder layer's class, or "
+                              "fsdp_auto_wrap_policy: NO_WRAP (the whole model one unit)")
         for layer in self.layers:
             fully_shard(layer, reshard_after_forward=settings.reshard_after_forward)
         self.root = fully_shard(root)
@@ -119,9 +125,10 @@ class FSDPEngine(DistributedEngine):
             unit.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM / AVG
         optimizer = make_optimizer(policy.parameters())
         LocalEngine.__init__(self, optimizer, make_scheduler(optimizer))
-        self.idle = Rollout(prompt_index=torch.zeros(1, dtype=torch.long), prompt_tokens=torch.zeros(1, 1, dtype=torch.long),
-                            prompt_mask=torch.ones(1, 1), tokens=torch.zeros(1, 1, dtype=torch.long),
-                            mask=torch.ones(1, 1), old_logp=torch.zeros(1, 1), texts=("",), group_size=1)
+        token = torch.zeros(1, 1, dtype=torch.long)  # id 0 after id 0: any vocabulary has it
+        self.idle = Rollout(prompt_index=torch.zeros(1, dtype=torch.long), prompt_tokens=token,
+                            prompt_mask=torch.ones(1, 1), tokens=token, mask=torch.ones(1, 1),
+                            old_logp=torch.zeros(1, 1), texts=("",), group_size=1)
         self._gathered = 0
         with torch.no_grad():  # the root's first forward makes it FSDP's root (a layer's first would claim it)
             policy.logprobs(self.idle)

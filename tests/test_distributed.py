@@ -100,7 +100,8 @@ def full_tensor(x):
 def fsdp_worker(rank, world, init_file, out_file, model_dir):
     import torch.distributed as dist
 
-    from experiments.fsdp import FSDPEngine
+    from algorithms import ConfigError
+    from experiments.fsdp import FSDPEngine, FSDPSettings
     from tests.hf_fixtures import make_policy
 
     torch.set_num_threads(1)
@@ -108,6 +109,8 @@ def fsdp_worker(rank, world, init_file, out_file, model_dir):
                             timeout=datetime.timedelta(seconds=120))  # a mismatched collective fails, not hangs
     try:
         policy = make_policy(model_dir, logprob_chunk=5)
+        with pytest.raises(ConfigError, match="no module of the model is a Nope; set fsdp_transformer_layer_cls"):
+            FSDPEngine(policy, torch.optim.SGD, lambda optimizer: None, FSDPSettings(layer_classes=("Nope",)))
         engine = FSDPEngine(policy, lambda params: torch.optim.SGD(params, lr=0.1), lambda optimizer: None)
         assert len(engine.layers) == policy.causal.config.num_hidden_layers > 1  # every decoder layer a unit
         rollout = make_rollout(LENGTHS, width=9, seed=4)

@@ -123,7 +123,9 @@ def test_two_process_run_trains_writes_once_keeps_replicas_equal_and_resumes(ddp
 def test_fsdp_run_trains_like_the_replicas_resumes_and_exports(tmp_path, ddp_run):
     from transformers import AutoModelForCausalLM
 
-    out = launch(*tiny_args(tmp_path, "train.run_name=full", cache=ddp_run[0] / "cache"), config=FSDP_CONFIG)
+    # micro-batches of 5: the processes hold 12 and 8 responses, so 3 and 2 passes (+1 idle pass)
+    out = launch(*tiny_args(tmp_path, "train.run_name=full", "train.micro_batch_size=5", cache=ddp_run[0] / "cache"),
+                 config=FSDP_CONFIG)
     run = tmp_path / "runs" / "full"
     history = check_two_process_run(out, run)
     saved = load_latest(run)[1]

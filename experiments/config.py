@@ -67,9 +67,9 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None) -> Trainer:
     exact = exact_view(task, policy)
     check_data_parallel(processes(), policy, cfg["policy"].get("name"), exact, train.prompts_per_step)
     evaluator = build_evaluator(cfg, train.eval_every, task, policy) if train.eval_every else None
-    optimizer = build_optimizer(optim, policy.parameters())
     optimizer_steps = train.steps * train.ppo_epochs * train.minibatches
-    engine = build_engine(optimizer, build_scheduler(optim, optimizer, optimizer_steps))  # several processes: DDP
+    engine = build_engine(policy, lambda parameters: build_optimizer(optim, parameters),  # several processes: DDP / FSDP
+                          lambda optimizer: build_scheduler(optim, optimizer, optimizer_steps))
     return Trainer(train, task, policy, engine, algorithm, optim.max_grad_norm, seed, run_dir, logger,
                    exact=exact, evaluator=evaluator)
 

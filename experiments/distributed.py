@@ -4,20 +4,26 @@ describe, picking the engine, and refusing what cannot run data-parallel.
     accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m experiments.run policy=tiny-qwen3 ...
     torchrun --nproc_per_node 2 -m experiments.run policy=tiny-qwen3 ...
 
+    accelerate launch --config_file configs/accelerate/fsdp_cpu_2proc.yaml -m experiments.run policy=tiny-qwen3 ...
+
 The launchers set WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; with
 WORLD_SIZE > 1 ``init_processes`` joins the group (gloo for CPU tensors, nccl for CUDA
-tensors when GPUs exist) and ``build_engine`` returns a ``DistributedEngine``. Every process
-builds the same trainer from the same config; each samples its share of the groups.
+tensors when GPUs exist) and ``build_engine`` returns a ``DistributedEngine`` (a replica per
+process), or an ``FSDPEngine`` (``experiments.fsdp``: the model sharded) when an accelerate
+FSDP config set ACCELERATE_USE_FSDP. Every process builds the same trainer from the same
+config; each samples its share of the groups.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 
 from algorithms import ConfigError
 from experiments.engine import DistributedEngine, LocalEngine
+from experiments.fsdp import FSDPEngine, check_shardable, fsdp_requested, fsdp_settings
 
 
 def launched_processes() -> int:
@@ -31,18 +37,15 @@ def launched_processes() -> int:
 def init_processes() -> int:
     """Join the process group when a launcher started several processes; returns the rank.
 
-    FSDP (``accelerate launch --use_fsdp`` or an FSDP config file) is refused: the replicas of
-    ``DistributedEngine`` each hold the whole model (DDP-style)."""
+    An FSDP config's settings are checked first (``experiments.fsdp.fsdp_settings``), DeepSpeed refused."""
     import torch.distributed as dist
 
     if launched_processes() == 1:
         return 0
     if dist.is_initialized():
         return dist.get_rank()
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
-        raise ConfigError("accelerate: FSDP is not supported yet; every process holds the whole model "
-                          "(DDP). Use configs/accelerate/ddp_gpu.yaml (or cpu_2proc.yaml on the CPU), or LoRA "
-                          "(policy.lora.r=...) when the full model does not fit in one device with its optimizer")
+    if fsdp_requested():
+        fsdp_settings()
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
         raise ConfigError("accelerate: DeepSpeed is not supported; use a DDP config (configs/accelerate/)")
     if torch.cuda.is_available():
@@ -70,17 +73,24 @@ def close_processes() -> None:
         dist.destroy_process_group()
 
 
-def build_engine(optimizer: torch.optim.Optimizer, scheduler=None) -> LocalEngine:
-    """``DistributedEngine`` inside an initialised process group of several processes, else ``LocalEngine``."""
-    if processes() > 1:
-        return DistributedEngine(optimizer, scheduler)
-    return LocalEngine(optimizer, scheduler)
+def build_engine(policy, make_optimizer: Callable, make_scheduler: Callable) -> LocalEngine:
+    """The engine and its optimizer (``make_optimizer(parameters)``, ``make_scheduler(optimizer)``):
+    inside an initialised process group of several processes ``FSDPEngine`` under an FSDP config,
+    else ``DistributedEngine``; ``LocalEngine`` on one process. FSDP builds the optimizer over
+    the shards, after sharding."""
+    if processes() > 1 and fsdp_requested():
+        return FSDPEngine(policy, make_optimizer, make_scheduler, fsdp_settings())
+    optimizer = make_optimizer(policy.parameters())
+    engine = DistributedEngine if processes() > 1 else LocalEngine
+    return engine(optimizer, make_scheduler(optimizer))
 
 
 def check_data_parallel(world: int, policy, policy_name: str, exact, prompts_per_step: int) -> None:
     """Refuse, before anything is written, what several processes cannot train."""
     if world == 1:
         return
+    if fsdp_requested():
+        check_shardable(policy, policy_name)
     if not policy.multi_process:
         raise ConfigError(f"policy={policy_name}: this policy runs in one process only (started {world}); "
                           "run it without accelerate launch (many tabular runs at once: experiments.sim, "

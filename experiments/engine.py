@@ -3,12 +3,19 @@
 The trainer never touches the optimizer: it asks the engine for the minibatch ``totals``
 (the counts every aggregation divides by), calls ``backward`` once per micro-batch and
 ``step`` once per minibatch, gathers per-process rewards with ``gather`` and writes only
-where ``is_main``. ``LocalEngine`` is one process; an accelerate engine (DDP / FSDP)
-implements the same protocol, summing the totals and gathering rewards over processes.
+where ``is_main``. ``LocalEngine`` is one process; ``DistributedEngine`` holds a replica per
+process (DDP-style) and ``experiments.fsdp.FSDPEngine`` shards the model over processes; both
+sum the totals and gather rewards over processes.
+
+Sharded weights add one rule: every forward is a collective (it gathers parameters), so the
+trainer samples and evaluates inside ``full_weights()`` (the whole model on every process
+for the block, any number of forwards) and runs ``passes(n)`` forward / backward passes per
+minibatch on every process, the ones beyond its own ``n`` micro-batches as ``idle_pass()``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Protocol, runtime_checkable
 
@@ -53,6 +60,29 @@ class Engine(Protocol):
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """[P_local, ...] -> [P, ...]: every process's rows, in process order."""
+        ...
+
+    def full_weights(self) -> contextlib.AbstractContextManager:
+        """Every process enters it; inside, the policy's whole model is on every process, so
+        forwards (sampling, evaluation, export) run locally, as many as each process likes."""
+        ...
+
+    def passes(self, micro_batches: int) -> int:
+        """Forward / backward passes this process runs on a minibatch it holds ``micro_batches``
+        of: the same number under sharded weights (the most any process holds), else its own."""
+        ...
+
+    def idle_pass(self) -> None:
+        """A forward / backward of zero weight: takes part in the collectives, adds no gradient."""
+        ...
+
+    def replica_checksum(self) -> torch.Tensor:
+        """[F] float64: what must be equal on every process after a step besides the reweighter
+        state (replicas: a checksum of the weights; sharded weights exist once: [0])."""
+        ...
+
+    def save_model(self, policy, path) -> None:
+        """The final model under ``path`` (``policy.save_model``): every process calls it, the main one writes."""
         ...
 
     def state_dict(self) -> dict: ...
@@ -101,6 +131,22 @@ class LocalEngine:
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    def full_weights(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def passes(self, micro_batches: int) -> int:
+        return micro_batches
+
+    def idle_pass(self) -> None:  # never due: ``passes`` is a process's own count
+        raise RuntimeError("idle_pass: only engines with sharded weights run passes beyond their own")
+
+    def replica_checksum(self) -> torch.Tensor:
+        return torch.stack([p.detach().double().sum().cpu() for p in self.params]).sum().reshape(1)
+
+    def save_model(self, policy, path) -> None:
+        if self.is_main:
+            policy.save_model(path)
+
     def state_dict(self) -> dict:
         state = {"optimizer": self.optimizer.state_dict()}
         if self.scheduler is not None:
@@ -125,18 +171,20 @@ class DistributedEngine(LocalEngine):
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, scheduler=None):
+        self.join()
+        super().__init__(optimizer, scheduler)
+        broadcast_weights(self.params)  # every replica starts from the main process's weights
+
+    def join(self) -> None:
+        """Take rank and size from the initialised process group."""
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            raise RuntimeError("DistributedEngine needs torch.distributed initialised (start with accelerate launch "
-                               "or torchrun; see README, 'Several processes')")
-        super().__init__(optimizer, scheduler)
+            raise RuntimeError(f"{type(self).__name__} needs torch.distributed initialised (start with accelerate "
+                               "launch or torchrun; see README, 'Several processes')")
         self.dist = dist
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.is_main = self.rank == 0
-        with torch.no_grad():  # every replica starts from the main process's weights
-            for p in self.params:
-                dist.broadcast(p.data, src=0)
 
     def reduce_gradients(self) -> None:
         """Sum every parameter's gradient over processes (one flat all-reduce; a missing gradient counts as 0)."""
@@ -188,6 +236,15 @@ class DistributedEngine(LocalEngine):
         parts = [torch.empty_like(padded) for _ in range(self.world_size)]
         self.dist.all_gather(parts, padded)
         return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
+def broadcast_weights(params: list[torch.Tensor]) -> None:
+    """The main process's values of ``params`` on every process."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for p in params:
+            dist.broadcast(p.data, src=0)
 
 
 def shard(n: int, rank: int, world_size: int) -> slice:

@@ -6,6 +6,7 @@ Examples:
     python -m experiments.run algo=grpo reweight=hadw reweight.lambda_scale=1.3
     python -m experiments.run resume=runs/grpo_hadw-bandit-s0-20261121-120000
     accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m experiments.run policy=tiny-qwen3 env=arithmetic
+    accelerate launch --config_file configs/accelerate/fsdp_cpu_2proc.yaml -m experiments.run policy=tiny-qwen3 env=arithmetic
     python -m experiments.run --help        # config groups and every value
     python -m experiments.run --stages      # registered stages per registry
 """

@@ -165,13 +165,13 @@ class Trainer:
 
     def check_replicas(self) -> torch.Tensor:
         """Several processes: the reweighter state (HA-DW belief, ...) and a checksum of the
-        weights must be the same on every process after each step; they are computed from the
-        same gathered rewards and the same summed gradients. Returns the largest difference to
-        the main process (0); a difference stops the run instead of training diverged replicas."""
+        weights (``Engine.replica_checksum``: replicas only, sharded weights exist once) must be
+        the same on every process after each step; they are computed from the same gathered
+        rewards and the same summed gradients. Returns the largest difference to the main
+        process (0); a difference stops the run instead of training diverged replicas."""
         state = [torch.as_tensor(v, dtype=torch.float64).reshape(-1)
                  for v in self.algo.reweighter.state_dict().values()]
-        checksum = torch.stack([p.detach().double().sum().cpu() for p in self.policy.parameters()]).sum()
-        mine = torch.cat(state + [checksum.reshape(1)])  # (F,)
+        mine = torch.cat(state + [self.engine.replica_checksum()])  # (F,)
         every = self.engine.gather(mine[None])  # (W, F)
         diff = (every - every[0]).abs().max()
         if diff > 0:
@@ -186,10 +186,11 @@ class Trainer:
         ev = self.evaluator
         if ev is None or not (self.step % ev.every == 0 or self.step + 1 == self.params.steps):
             return {}
-        if not self.engine.is_main:  # the main process evaluates (it alone writes); the others go on
-            return {}
-        start = time.perf_counter()
-        metrics = ev(self.policy)
+        with self.engine.full_weights():  # every process enters (sharded weights are gathered)
+            if not self.engine.is_main:  # the main process evaluates (it alone writes); the others go on
+                return {}
+            start = time.perf_counter()
+            metrics = ev(self.policy)
         timing["time/eval_s"] = time.perf_counter() - start
         return metrics
 
@@ -209,7 +210,8 @@ class Trainer:
             mine = engine.shard(len(prompts))  # this process's groups of the round
             local = prompts.select(mine)
             start = time.perf_counter()
-            rollout = self.policy.sample(local, t.group_size, self.generator)  # B = P_local * G responses
+            with engine.full_weights():  # processes sample different numbers of tokens
+                rollout = self.policy.sample(local, t.group_size, self.generator)  # B = P_local * G responses
             scored = time.perf_counter()
             raw = engine.gather(self.task.rewards(local, rollout))  # (P, G), every process's groups
             lengths = engine.gather(rollout.mask.sum(dim=1).view(len(local), t.group_size))  # (P, G)
@@ -271,6 +273,7 @@ class Trainer:
                 totals = self.engine.totals(mb.mask)  # counts of the whole minibatch, all processes
                 # a process may hold none of a minibatch: no backward then, but it takes part in the step
                 micro = mb.split(self.params.micro_batch_size or len(mb)) if len(mb) else []
+                idle = self.engine.passes(len(micro)) - len(micro)  # sharded weights: as many passes everywhere
                 loss = torch.zeros(())
                 for k, part in enumerate(micro):
                     logp = self.policy.logprobs(part)  # (b, T) on the policy's device
@@ -280,6 +283,8 @@ class Trainer:
                     loss = loss + part_loss.detach()
                     for key, v in stats.items():
                         collected.setdefault(f"loss/{key}", []).append(v.detach())
+                for _ in range(idle):
+                    self.engine.idle_pass()
                 grad_norm = self.engine.step(self.max_grad_norm)
                 collected.setdefault("loss/value", []).append(loss)
                 collected.setdefault("loss/grad_norm", []).append(grad_norm)
@@ -305,17 +310,18 @@ class Trainer:
             raise
         if not self.history or not (every and self.step % every == 0):
             self.save()
-        if self.engine.is_main:
-            self.policy.save_model(self.run_dir / "model")  # transformers: from_pretrained(run_dir / "model")
+        self.engine.save_model(self.policy, self.run_dir / "model")  # transformers: from_pretrained(run_dir / "model")
         return self.history
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict:
         """The run's state (with several processes: called on every process, since each one's
-        sampling generator is gathered; the rest is the same everywhere)."""
+        sampling generator and sharded weights are gathered; only the main process's is complete)."""
+        with self.engine.full_weights():
+            policy = self.policy.state_dict() if self.engine.is_main else {}
         state = {
             "step": self.step,
-            "policy": self.policy.state_dict(),
+            "policy": policy,
             "engine": self.engine.state_dict(),
             "reweighter": self.algo.reweighter.state_dict(),
             "task": self.task.state_dict(),

@@ -1,6 +1,7 @@
 """Two processes from the command line (accelerate launch, gloo on the CPU): a tiny-qwen3 run
 trains, writes one set of events, keeps identical replicas (HA-DW belief, weights) at every
-step, resumes exactly from its checkpoint; what cannot run on several processes is refused."""
+step, resumes exactly from its checkpoint; with FSDP (the model sharded) the same run trains
+like the replicas, resumes and exports; what cannot run on several processes is refused."""
 
 import math
 import os
@@ -19,6 +20,7 @@ from experiments.checkpoint import list_checkpoints, load_latest  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 CONFIG = ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"
+FSDP_CONFIG = ROOT / "configs" / "accelerate" / "fsdp_cpu_2proc.yaml"
 
 
 def free_port() -> int:
@@ -27,17 +29,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+def launch(*args: str, processes: int = 2, config=CONFIG) -> subprocess.CompletedProcess:
     """``accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m experiments.run args``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG),
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
            "--num_processes", str(processes), "--main_process_port", str(free_port()), "-m", "experiments.run", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-def tiny_args(tmp_path, *extra: str) -> list[str]:
+def tiny_args(tmp_path, *extra: str, cache=None) -> list[str]:
     """The item-5 command, small: level-1 problems after a short warm start (~20% right, so groups carry signal)."""
-    return ["policy=tiny-qwen3", "env=arithmetic", "algo=grpo_hadw", f"policy.model_path={tmp_path / 'cache'}",
+    cache = cache or tmp_path / "cache"
+    return ["policy=tiny-qwen3", "env=arithmetic", "algo=grpo_hadw", f"policy.model_path={cache}",
             "env.levels=[1]", "policy.warm_start.levels=[1]", "policy.warm_start.steps=60",
             "policy.warm_start.batch_size=32", "policy.warm_start.lr=1e-2", "policy.max_new_tokens=8",
             "train.steps=4", "train.prompts_per_step=5", "train.group_size=4", "train.checkpoint_every=2",
@@ -58,12 +61,19 @@ def same_history(a: list[dict], b: list[dict]) -> bool:
         x[k] == y[k] or (math.isnan(x[k]) and math.isnan(y[k])) for k in x) for x, y in zip(a, b))
 
 
-def test_two_process_run_trains_writes_once_keeps_replicas_equal_and_resumes(tmp_path):
-    full = launch(*tiny_args(tmp_path, "train.run_name=full"))
-    assert full.returncode == 0, full.stderr[-4000:]
-    assert "4 steps, seed 0" in full.stdout and "2 processes" in full.stdout
-    assert full.stdout.count("run directory:") == 1  # the summary is printed once
-    run = tmp_path / "runs" / "full"
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """The tiny run on two replicas (DDP-style), once for this module: (its folder, the launch)."""
+    base = tmp_path_factory.mktemp("ddp")
+    return base, launch(*tiny_args(base, "train.run_name=full"))
+
+
+def check_two_process_run(out: subprocess.CompletedProcess, run) -> list[dict]:
+    """One summary, one set of events, identical replica state every step, a moving belief,
+    some training, an exported model; returns the checkpoint's history."""
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "4 steps, seed 0" in out.stdout and "2 processes" in out.stdout
+    assert out.stdout.count("run directory:") == 1  # the summary is printed once
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # one set of events
     values = scalars(run)
     assert [s for s, _ in values["hadw/belief"]] == [1, 2, 3, 4]
@@ -74,25 +84,64 @@ def test_two_process_run_trains_writes_once_keeps_replicas_equal_and_resumes(tmp
     assert (run / "model" / "config.json").is_file()
     history = load_latest(run)[1]["history"]
     assert [h["hadw/belief"] for h in history] == pytest.approx(beliefs)
+    return history
 
-    # the run died after step 2: resume on two processes continues exactly
-    part = tmp_path / "runs" / "part"
+
+def check_resume(run, part, history, config=CONFIG) -> None:
+    """The run died after step 2: resume on two processes continues exactly (history, weights,
+    optimizer state, sampling streams)."""
     shutil.copytree(run, part, ignore=shutil.ignore_patterns("events.*", "model"))
     list_checkpoints(part)[-1].unlink()
-    resumed = launch(f"resume={part}")
+    resumed = launch(f"resume={part}", config=config)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "resumed" in resumed.stderr and "(step 2)" in resumed.stderr
     path, state = load_latest(part)
     assert path.name == "step_000004.pt" and same_history(state["history"], history)
     saved = load_latest(run)[1]
+    assert saved["policy"] and saved["policy"].keys() == state["policy"].keys()
     for name, weight in saved["policy"].items():
         assert torch.equal(weight, state["policy"][name]), name  # same weights as the uninterrupted run
+    moments = saved["engine"]["optimizer"]["state"]
+    assert moments and all(torch.equal(v, state["engine"]["optimizer"]["state"][k][n])
+                           for k, per in moments.items() for n, v in per.items())
     assert torch.equal(saved["process_generators"], state["process_generators"])
+
+
+def test_two_process_run_trains_writes_once_keeps_replicas_equal_and_resumes(ddp_run):
+    base, full = ddp_run
+    run = base / "runs" / "full"
+    history = check_two_process_run(full, run)
+    check_resume(run, base / "runs" / "part", history)
+    part = base / "runs" / "part"
 
     # one process cannot continue a two-process run's sampling streams
     single = subprocess.run([sys.executable, "-m", "experiments.run", f"resume={part}", "train.steps=6"], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
     assert single.returncode == 2 and "written by 2 process(es)" in single.stderr
+
+
+def test_fsdp_run_trains_like_the_replicas_resumes_and_exports(tmp_path, ddp_run):
+    from transformers import AutoModelForCausalLM
+
+    # micro-batches of 5: the processes hold 12 and 8 responses, so 3 and 2 passes (+1 idle pass)
+    out = launch(*tiny_args(tmp_path, "train.run_name=full", "train.micro_batch_size=5", cache=ddp_run[0] / "cache"),
+                 config=FSDP_CONFIG)
+    run = tmp_path / "runs" / "full"
+    history = check_two_process_run(out, run)
+    saved = load_latest(run)[1]
+    assert next(iter(saved["engine"]["optimizer"]["state"])).startswith("causal.model.")  # FSDP's full optimizer state
+    replicas = load_latest(ddp_run[0] / "runs" / "full")[1]
+    assert [h["hadw/belief"] for h in history] == [h["hadw/belief"] for h in replicas["history"]]
+    assert [h["loss/grad_norm"] for h in history] == pytest.approx([h["loss/grad_norm"] for h in replicas["history"]],
+                                                                  rel=1e-5, abs=1e-7)
+    for name, weight in replicas["policy"].items():  # the same training as two replicas, up to summation order
+        torch.testing.assert_close(saved["policy"][name], weight, atol=1e-6, rtol=0)
+    model = AutoModelForCausalLM.from_pretrained(run / "model")
+    exported = dict(model.named_parameters())
+    assert exported.keys() == saved["policy"].keys()
+    for name, weight in saved["policy"].items():
+        assert torch.equal(exported[name].detach(), weight), name  # the export is the last checkpoint's weights
+    check_resume(run, tmp_path / "runs" / "part", history, config=FSDP_CONFIG)
 
 
 def test_two_processes_refuse_a_single_process_policy(tmp_path):

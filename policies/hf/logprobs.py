@@ -89,3 +89,20 @@ def _shared_prompt_hidden(trunk, prompt_tokens, prompt_mask, tokens, mask) -> to
                             position_ids=positions, **cache_kwarg(trunk, cache), use_cache=True).last_hidden_state
     # left padding: the last prompt column is real in every row and predicts the first response token
     return torch.cat([prompt_hidden[inverse, -1:], response_hidden[:, :-1]], dim=1)  # (B, T', H)
+
+
+class ResponseScorer(torch.nn.Module):
+    """``response_logprobs`` of ``causal`` as a module: the training pass has one entry point
+    whose forward covers every weight it uses (trunk and LM head), which is what FSDP shards
+    as its root (``experiments/fsdp.py``). Holds ``causal`` as its only child."""
+
+    def __init__(self, causal, *, temperature: float, chunk: int, share_prompts: bool):
+        super().__init__()
+        self.causal = causal
+        self.temperature, self.chunk, self.share_prompts = temperature, chunk, share_prompts
+
+    def forward(self, prompt_tokens: torch.Tensor, prompt_mask: torch.Tensor, tokens: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """[B, T] float32 log-probs of ``tokens`` [B, T] after ``prompt_tokens`` [B, S]."""
+        return response_logprobs(self.causal, prompt_tokens, prompt_mask, tokens, mask, temperature=self.temperature,
+                                 chunk=self.chunk, share_prompts=self.share_prompts)

@@ -6,12 +6,13 @@ import contextlib
 from pathlib import Path
 
 import torch
+from torch.distributed.tensor.experimental import implicit_replication
 
 from policies.base import PromptBatch, Rollout
 from policies.hf import HFParams
 from policies.hf.loading import (compute_dtype, encode_prompt, frozen_copy, load_model, load_tokenizer, pick_device,
                                  resolve_model_path, stop_token_ids)
-from policies.hf.logprobs import response_logprobs
+from policies.hf.logprobs import ResponseScorer
 from policies.hf.sampling import generate
 
 
@@ -33,12 +34,15 @@ class HFPolicy:
     Rollouts live on the CPU (small integer tensors); ``logprobs`` returns [b, T] on the
     model's device. ``old_logp`` is filled per ``params.old_logp``; with the vLLM sampler
     (``params.sampler``) the engine's log-probs fill ``sampler_logp`` and ``entropy`` is None.
+    ``scorer`` is the training pass as one module (what FSDP shards, ``experiments/fsdp.py``);
+    ``model`` is the causal LM it scores with (a PeftModel with LoRA).
     """
 
     @property
     def multi_process(self) -> bool:
-        """Data parallel: each process holds a replica and samples its share; not yet with the
-        vLLM sampler (one colocated engine per process is untested)."""
+        """Data parallel: each process holds a replica (or, under FSDP, a shard of ``scorer``)
+        and samples its share; not yet with the vLLM sampler (one colocated engine per process
+        is untested)."""
         return self.vllm is None
 
     def __init__(self, model, tokenizer, params: HFParams, device: torch.device, dtype: torch.dtype,
@@ -50,6 +54,8 @@ class HFPolicy:
         self.device = device
         self.dtype = dtype
         self.reference = reference  # frozen copy (KL without LoRA), else None
+        self.scorer = self._scorer(self.causal)
+        self.reference_scorer = None if reference is None else self._scorer(reference)
         self.vllm = vllm  # a VllmSampler with policy.sampler=vllm, else None (our own KV-cache loop)
         self.max_new_tokens = params.max_new_tokens
         self.stop_ids = stop_token_ids(tokenizer, self.causal)
@@ -112,23 +118,25 @@ class HFPolicy:
         return (*(_cat_right([getattr(g, f) for g in parts]) for f in ("tokens", "mask", "logp", "entropy")),
                 torch.cat([g.truncated for g in parts]))
 
+    def _scorer(self, causal) -> ResponseScorer:
+        return ResponseScorer(causal, temperature=self.params.temperature, chunk=self.params.logprob_chunk,
+                              share_prompts=not self.params.gradient_checkpointing)
+
     def logprobs(self, rollout: Rollout) -> torch.Tensor:
-        return self._logprobs(self.causal, rollout)
+        return self._logprobs(self.scorer, rollout)
 
     @torch.no_grad()
     def ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
-        if self.reference is not None:
-            return self._logprobs(self.reference, rollout)
+        if self.reference_scorer is not None:
+            return self._logprobs(self.reference_scorer, rollout)
         if self.params.lora.r == 0:
             raise RuntimeError("ref_logprobs: this policy was built without a reference (the KL penalty was off)")
         with self.model.disable_adapter():  # LoRA: the base weights are the reference
-            return self._logprobs(self.causal, rollout)
+            return self._logprobs(self.scorer, rollout)
 
-    def _logprobs(self, causal, rollout: Rollout) -> torch.Tensor:
+    def _logprobs(self, scorer: ResponseScorer, rollout: Rollout) -> torch.Tensor:
         with self.autocast():
-            return response_logprobs(causal, rollout.prompt_tokens, rollout.prompt_mask, rollout.tokens, rollout.mask,
-                                     temperature=self.params.temperature, chunk=self.params.logprob_chunk,
-                                     share_prompts=not self.params.gradient_checkpointing)
+            return scorer(rollout.prompt_tokens, rollout.prompt_mask, rollout.tokens, rollout.mask)
 
     def sync_sampler(self) -> None:
         """After an update: push the weights into the vLLM engine (every ``vllm.sync_every``-th
@@ -149,16 +157,17 @@ class HFPolicy:
             missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
             raise ValueError(f"policy checkpoint does not match the model: missing {missing[:3]}, "
                              f"unexpected {extra[:3]}")
-        with torch.no_grad():
+        with torch.no_grad(), implicit_replication():  # a sharded (FSDP) weight takes its shard of the full tensor
             for n, p in params.items():
                 p.copy_(state[n])
         if self.vllm is not None:  # a resumed run samples with the restored weights
             self.vllm.push(self.causal)
 
-    def save_model(self, path: Path) -> None:
+    def save_model(self, path: Path, state_dict: dict | None = None) -> None:
         """``from_pretrained(path)`` loads the trained model (with LoRA: the adapter, whose config
-        names the base model; transformers loads it through peft)."""
-        self.model.save_pretrained(path)
+        names the base model; transformers loads it through peft). ``state_dict``: the full
+        weights where the model itself holds shards (FSDP gathers them)."""
+        self.model.save_pretrained(path, state_dict=state_dict)
         self.tokenizer.save_pretrained(path)
 
 

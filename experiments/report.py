@@ -227,9 +227,10 @@ def figures_f(runs: Runs, out: Path) -> list[tuple[str, str]]:
 
 def figures_g(runs: Runs, out: Path) -> list[tuple[str, str]]:
     labels = list(runs.histories)
-    return [(panels(runs, labels, ["response/length_mean", "eval/accuracy"], ["response length (tokens)", "held-out accuracy"],
-                    "", out, "g_tiny.png"),
-             "Claim (g), tiny-qwen3 on arithmetic: response length and held-out accuracy over steps.")]
+    return [(panels(runs, labels, ["response/length_mean", "eval/accuracy", "eval/level1"],
+                    ["response length (tokens)", "held-out accuracy", "held-out accuracy, level 1"], "", out, "g_tiny.png"),
+             "Claim (g), tiny-qwen3 on arithmetic: response length, held-out accuracy (all levels and level 1, "
+             "mean@4 every 50 steps) over steps.")]
 
 
 FIGURES = {"a": figures_a, "b": figures_b, "c": figures_c, "d": figures_d, "e": figures_e, "f": figures_f, "g": figures_g}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import inspect
 from pathlib import Path
 
 import torch
@@ -155,9 +157,13 @@ def stop_token_ids(tokenizer, model) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+@functools.cache
+def _forward_takes_cache(module_type: type) -> bool:
+    return "cache" in inspect.signature(module_type.forward).parameters
+
+
 def cache_kwarg(module, cache) -> dict:
     """``{"cache": cache}`` for a forward that takes ``cache`` (transformers >= 5.2x renamed it),
-    else ``{"past_key_values": cache}``: no deprecation warning on every step, either version."""
-    import inspect
-
-    return {"cache": cache} if "cache" in inspect.signature(module.forward).parameters else {"past_key_values": cache}
+    else ``{"past_key_values": cache}``: no deprecation warning on every step, either version.
+    The signature is read once per module class (this runs every decode step)."""
+    return {"cache": cache} if _forward_takes_cache(type(module)) else {"past_key_values": cache}

@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection, wait
 import attrs
 
 from rlvr_env import verifier
-from rlvr_env.verifier import Verdict, VerifyConfig, cheap_verdict, normalize, sympy_verdict
+from rlvr_env.verifier import WORKER_HASH_SEED, Verdict, VerifyConfig, cheap_verdict, hash_pinned, reference, sympy_verdict
 
 _WORKER_MAIN = (
     "import importlib.util, sys\n"
@@ -48,15 +48,17 @@ class _Worker:
     launched: float
     ready: bool = False
     jobs: deque = attrs.Factory(deque)
-    """(item index, extracted answer) sent and not yet answered, in order."""
+    """(item index, completion) sent and not yet answered, in order."""
     since: float = 0.0
     """When the first of ``jobs`` started (it was sent, or the one before it answered)."""
 
     @classmethod
     def launch(cls) -> _Worker:
         to_worker, from_worker = os.pipe(), os.pipe()
+        env = {**os.environ, "PYTHONHASHSEED": WORKER_HASH_SEED}  # one verdict for one pair everywhere
         proc = subprocess.Popen([sys.executable, "-c", _WORKER_MAIN, os.path.abspath(verifier.__file__), str(to_worker[0]),
-                                 str(from_worker[1])], pass_fds=(to_worker[0], from_worker[1]), stdin=subprocess.DEVNULL)
+                                 str(from_worker[1])], pass_fds=(to_worker[0], from_worker[1]), stdin=subprocess.DEVNULL,
+                                 env=env)
         os.close(to_worker[0])
         os.close(from_worker[1])
         return cls(proc, Connection(from_worker[0], writable=False), Connection(to_worker[1], readable=False), time.monotonic())
@@ -87,15 +89,21 @@ class VerifierPool:
     (main thread) verifies items itself. Items verified here have math-verify's signal
     timeout only: ``in_process_seconds=0`` sends every sympy item to a worker. A worker that
     dies while starting raises RuntimeError.
+
+    ``in_process``: whether sympy items may be verified in this process at all. None (the
+    default): only where its string hash seed is the workers' (``hash_pinned()``: started
+    with PYTHONHASHSEED=0), since math-verify's verdict can depend on it; True: also
+    elsewhere (its verdicts may then differ from another process's on such pairs).
     """
 
     def __init__(self, workers: int | None = None, config: VerifyConfig = VerifyConfig(), grace: float = 5.0,
-                 in_process_seconds: float = 1.0):
+                 in_process_seconds: float = 1.0, in_process: bool | None = None):
         self.workers = workers or os.cpu_count() or 1
         if self.workers < 1 or in_process_seconds < 0 or 3 * config.timeout + grace <= 0:
             raise ValueError(f"need workers >= 1, in_process_seconds >= 0, 3 * timeout + grace > 0; got "
                              f"{self.workers}, {in_process_seconds}, {3 * config.timeout + grace}")
         self.config, self.in_process_seconds = config, in_process_seconds
+        self.in_process = hash_pinned() if in_process is None else in_process
         self.deadline = 3 * config.timeout + grace
         self.spent_here = 0.0
         """Seconds the calling process has spent on sympy items."""
@@ -126,16 +134,17 @@ class VerifierPool:
             return self._map(completions, answers)
 
     def _map(self, completions: Sequence[str], answers: Sequence[str]) -> list[Verdict]:
-        distinct = dict.fromkeys(a for a in answers if isinstance(a, str))  # a group's completions share one answer
-        normal = {a: normalize(a) for a in distinct}
-        results = [cheap_verdict(c, a, self.config, normal[a] if isinstance(a, str) else None)
-                   for c, a in zip(completions, answers)]
-        todo = deque((i, r) for i, r in enumerate(results) if not isinstance(r, Verdict))
-        here = threading.current_thread() is threading.main_thread()
+        refs = {a: reference(a, self.config.max_completion_chars)  # a group's completions share one answer
+                for a in dict.fromkeys(a for a in answers if isinstance(a, str))}
+        results: list = [cheap_verdict(c, refs[a], self.config) if isinstance(a, str) else
+                         Verdict(0.0, None, f"error: answer must be str, got {type(a).__name__}")
+                         for c, a in zip(completions, answers)]
+        todo = deque((i, completions[i][-self.config.max_completion_chars:]) for i, r in enumerate(results) if r is None)
+        here = self.in_process and threading.current_thread() is threading.main_thread()
         counts = self.last_counts = {"cheap": len(results) - len(todo), "sympy_here": 0, "sympy_workers": 0}
         up = bool(self._workers) and all(w.ready for w in self._workers)
         if todo and here and self.in_process_seconds > 0 and up and self._here_is_faster():
-            self._note("here", sum(self._verify_here(item, answers, results) for item in todo), len(todo))
+            self._note("here", sum(self._verify_here(item, refs[answers[item[0]]], results) for item in todo), len(todo))
             return results  # type: ignore[return-value]
         start, time_here = time.monotonic(), 0.0
         while todo or any(w.jobs for w in self._workers):
@@ -143,31 +152,32 @@ class VerifierPool:
                 self.start()
             for w in self._workers:
                 while w.ready and len(w.jobs) < PIPELINE and todo:
-                    i, extracted = todo.popleft()
+                    i, completion = todo.popleft()
                     try:
-                        w.outbox.send((extracted, answers[i], self.config.timeout))
+                        w.outbox.send((completion, answers[i], attrs.astuple(self.config)))
                     except OSError:  # it died while idle
-                        todo.appendleft((i, extracted))
+                        todo.appendleft((i, completion))
                         self._replace(w, todo)
                         break
                     w.since = w.since if w.jobs else time.monotonic()
-                    w.jobs.append((i, extracted))
+                    w.jobs.append((i, completion))
                     counts["sympy_workers"] += 1
             # no worker is busy, so none is up: the caller verifies one item meanwhile
             work_here = here and todo and self.in_process_seconds > 0 and not any(w.jobs for w in self._workers)
             self._receive(results, todo, time.monotonic() if work_here else None)
             if work_here:
-                time_here += self._verify_here(todo.pop(), answers, results)
+                item = todo.pop()
+                time_here += self._verify_here(item, refs[answers[item[0]]], results)
         if up and counts["sympy_workers"] and not counts["sympy_here"]:
             self._note("workers", time.monotonic() - start, counts["sympy_workers"])
         if counts["sympy_here"]:
             self._note("here", time_here, counts["sympy_here"])
         return results  # type: ignore[return-value]
 
-    def _verify_here(self, item: tuple[int, str], answers: Sequence[str], results: list) -> float:
-        """Verify one item in this process; its seconds."""
+    def _verify_here(self, item: tuple[int, str], ref, results: list) -> float:
+        """Verify one item (index, completion) against ``ref`` in this process; its seconds."""
         start = time.monotonic()
-        results[item[0]] = sympy_verdict(item[1], answers[item[0]], self.config.timeout)
+        results[item[0]] = sympy_verdict(item[1], ref, self.config)
         seconds = time.monotonic() - start
         self.spent_here += seconds
         self.last_counts["sympy_here"] += 1
@@ -203,8 +213,8 @@ class VerifierPool:
                     self._workers.remove(w)  # the next call tries again
                     raise RuntimeError(f"a verifier worker ({sys.executable}) exited with code {code} while starting; "
                                        "its error is printed above") from None
-                i, extracted = w.jobs.popleft()
-                results[i] = Verdict(0.0, extracted, f"error: verifier worker died (exit code {code})")
+                i, _ = w.jobs.popleft()
+                results[i] = Verdict(0.0, None, f"error: verifier worker died (exit code {code})")
                 self._replace(w, todo)
                 continue
             if message == "ready":
@@ -216,8 +226,8 @@ class VerifierPool:
         now = time.monotonic()
         for w in list(self._workers):
             if w.jobs and now > w.since + self.deadline:  # stuck, perhaps in C code: kill it
-                i, extracted = w.jobs.popleft()
-                results[i] = Verdict(0.0, extracted, "timeout")
+                i, _ = w.jobs.popleft()
+                results[i] = Verdict(0.0, None, "timeout")
                 self._replace(w, todo)
             elif not w.ready and now > w.launched + START_SECONDS:
                 raise RuntimeError(f"verifier workers did not start within {START_SECONDS:.0f} s")

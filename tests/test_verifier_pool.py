@@ -1,6 +1,7 @@
 """verify_batch's worker processes: scripts without a main guard, threads, routing, deadlines."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -52,8 +53,8 @@ def test_script_without_main_guard_gets_correct_rewards(tmp_path):
 
 
 def test_cheap_items_and_a_few_sympy_items_start_no_process():
-    completions = [r"\boxed{7}", "#### 7", "no answer here", r"\boxed{" + "1" * 600 + "}", r"\boxed{8}"]
-    with VerifierPool(2, in_process_seconds=60) as pool:  # a budget no three items use up
+    completions = [r"\boxed{7}", r"so it is $\boxed{7}$.", "no answer here", r"\boxed{" + "1" * 600 + "}", r"\boxed{8}"]
+    with VerifierPool(2, in_process_seconds=60, in_process=True) as pool:  # a budget no three items use up
         verdicts = pool.map(completions, ["7"] * 5)
         assert [v.reason for v in verdicts] == ["correct", "correct", "no_answer", "answer_too_long", "wrong"]
         assert pool.last_counts == {"cheap": 5, "sympy_here": 0, "sympy_workers": 0}
@@ -63,7 +64,7 @@ def test_cheap_items_and_a_few_sympy_items_start_no_process():
 
 
 def test_workers_start_once_the_caller_has_spent_its_budget():
-    with VerifierPool(2, in_process_seconds=1e-9) as pool:
+    with VerifierPool(2, in_process_seconds=1e-9, in_process=True) as pool:
         pool.map(COMPLETIONS[:1], ANSWERS[:1])  # spends the budget here
         assert pool.last_counts["sympy_here"] == 1 and pool.running == 0
         pool.start(wait_ready=True)
@@ -73,7 +74,7 @@ def test_workers_start_once_the_caller_has_spent_its_budget():
 
 
 def test_with_workers_up_each_call_goes_where_items_went_faster():
-    with VerifierPool(2, in_process_seconds=1e-9) as pool:
+    with VerifierPool(2, in_process_seconds=1e-9, in_process=True) as pool:
         pool.start(wait_ready=True)
         pool.map(COMPLETIONS[:4], ANSWERS[:4])  # first the way not yet timed: workers
         assert pool.last_counts["sympy_workers"] == 4 and pool.seconds_per_item["here"] is None
@@ -122,3 +123,26 @@ def test_bad_settings_are_refused():
     for kwargs in ({"workers": -1}, {"in_process_seconds": -1}, {"grace": -10}):
         with pytest.raises(ValueError, match="need workers"):
             VerifierPool(**kwargs)
+
+
+PINNED_PROBE = """
+import json, sys
+sys.path.insert(0, {root!r})
+from rlvr_env.verifier import hash_pinned
+from rlvr_env.verifier_pool import VerifierPool
+with VerifierPool(2) as pool:
+    pool.map({completions!r}, {answers!r})
+    print(json.dumps({{"pinned": hash_pinned(), "counts": pool.last_counts}}))
+"""
+
+
+@pytest.mark.parametrize("seed, here", [("0", True), ("7", False), (None, False)])
+def test_sympy_items_are_verified_here_only_where_the_hash_seed_is_the_workers(seed, here):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"} | ({"PYTHONHASHSEED": seed} if seed else {})
+    script = PINNED_PROBE.format(root=str(ROOT), completions=COMPLETIONS[:3], answers=ANSWERS[:3])
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.splitlines()[-1])
+    assert out["pinned"] == here
+    assert out["counts"] == ({"cheap": 0, "sympy_here": 3, "sympy_workers": 0} if here else
+                             {"cheap": 0, "sympy_here": 0, "sympy_workers": 3})

@@ -118,7 +118,10 @@ def arithmetic_problems(num: int, levels=(1, 2, 3, 4, 5), seed: int = 0) -> list
 def _gsm8k_answer(text: str) -> str:
     if "####" not in text:
         raise KeyError("answer without '#### N'")
-    return text.rsplit("####", 1)[1].strip().replace(",", "")
+    answer = text.rsplit("####", 1)[1].strip().replace(",", "")
+    if not answer:
+        raise KeyError("empty answer after '####'")
+    return answer
 
 
 def problem_from_row(row: dict, source: str, line: int) -> Problem:
@@ -137,6 +140,8 @@ def problem_from_row(row: dict, source: str, line: int) -> Problem:
     level = row.get("level")
     if level is not None and (not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= 5):
         raise KeyError(f"level must be an integer 1-5, got {level!r}")
+    if not str(answer).strip():
+        raise KeyError("empty answer (a reference that matches nothing)")
     metadata = {k: v for k, v in row.items() if k not in ("problem", "answer", "level")}
     return Problem(pid, problem, str(answer), level, metadata)
 

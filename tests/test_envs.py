@@ -37,7 +37,9 @@ def test_jsonl_loader_names_file_and_line(tmp_path):
     assert probs[1].answer == "7" and probs[1].id == "mix-2"
     for bad, why in [("{not json", "not valid JSON"), (json.dumps({"problem": "p"}), "not a recognised problem row"),
                      (json.dumps({"question": "q", "answer": "no marker"}), "####"),
-                     (json.dumps({"problem": "p", "answer": "1", "level": 9}), "level")]:
+                     (json.dumps({"problem": "p", "answer": "1", "level": 9}), "level"),
+                     (json.dumps({"problem": "p", "answer": "  "}), "empty answer"),
+                     (json.dumps({"question": "q", "answer": "so #### "}), "empty answer")]:
         f.write_text(json.dumps(good) + "\n\n" + bad + "\n")
         with pytest.raises(ProblemFormatError, match=rf"mix.jsonl:3: .*{why}"):
             load_jsonl(f)

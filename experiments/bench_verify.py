@@ -1,30 +1,38 @@
-"""Benchmark: verify_batch against sequential loops, same run.
+"""Benchmark: verify_batch against sequential loops, same run; agreement with math-verify.
 
-    python -m experiments.bench_verify [--data ../shared/data/math500.jsonl] [--workers N]
+    python -m experiments.bench_verify [--data-dir ../shared/data] [--workload solutions] [--workers N]
 
-Verifies the boxed answer of every MATH500 reference solution against its answer:
+Times three ways of verifying one workload:
   baseline    a sequential loop over math-verify (parse both, verify), as a plain script does
-  sequential  rlvr_env.verify in a loop (our extraction and fast paths, one process)
+  sequential  rlvr_env.verifier.verify_here in a loop (our extraction, fast paths, one process)
   batch       rlvr_env.verify_batch's VerifierPool, workers started and warm (as in training)
 and prints the speed-up ratios, where the batch decided its items (here or in the workers)
-and the agreement of the three. Each timing is the best of interleaved samples (the machine
-may be shared): ``--trials`` of the baseline, and as many of the loop and the batch as fit
-in the same time; a sample repeats a fast method for at least 0.2 s.
-``--workload mismatched`` boxes each row's answer against the next row's, so most items
-are wrong answers that need sympy and the workers do the work. Their speed-up needs idle
-cores: where other sessions keep the cores busy, Linux's autogroup scheduler gives all
-processes of one session (the workers too) one fair share, and the ratio drops below 1.
+and whether batch and loop agree. Workloads: ``solutions`` (each MATH500 reference solution
+against its answer: mostly cheap items), ``mismatched`` (each answer boxed against the next
+row's answer: mostly sympy items), ``agreement`` (the pair set below). Each timing is the best
+of interleaved samples (the machine may be shared): ``--trials`` of the baseline, and as many
+of the loop and the batch as fit in the same time; a sample repeats a fast method for at
+least 0.2 s. The workers' speed-up needs idle cores: where other sessions keep the cores busy,
+Linux's autogroup scheduler gives all processes of one session (the workers too) one fair
+share. The batch verifies sympy items in this process only where its hash seed is the
+workers' (``PYTHONHASHSEED=0``); otherwise in the workers.
+
+Then, on a fixed set of pairs built from the benchmark files (``experiments.verify_agreement``:
+references, boxed and unboxed renderings, distractors, whole solutions), it prints the share of
+pairs where ``verify_batch`` and math-verify's default ``parse`` / ``verify`` agree, and every
+disagreement with its reason.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import time
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "math500.jsonl"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def sample(fn, passes: int) -> float:
@@ -35,35 +43,47 @@ def sample(fn, passes: int) -> float:
     return (time.perf_counter() - start) / passes
 
 
+def workload(name: str, data_dir: Path, repeat: int) -> tuple[list[str], list[str]]:
+    """(completions, answers) of a workload."""
+    from experiments.verify_agreement import agreement_pairs
+    from rlvr_env import load_jsonl
+
+    if name == "agreement":
+        pairs = agreement_pairs(data_dir) * repeat
+        return [p.completion for p in pairs], [p.reference for p in pairs]
+    rows = load_jsonl(data_dir / "math500.jsonl") * repeat
+    answers = [r.answer for r in rows]
+    if name == "solutions":
+        return [r.metadata["solution"] for r in rows], answers
+    return [f"\\boxed{{{answers[(i + 1) % len(rows)]}}}" for i in range(len(rows))], answers
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench_verify", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA), help="the benchmark files (default: ../shared/data)")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--repeat", type=int, default=1, help="repeat the item list (a larger workload)")
     parser.add_argument("--trials", type=int, default=5, help="timed runs of each method; the best is reported")
-    parser.add_argument("--workload", choices=("solutions", "mismatched"), default="solutions",
-                        help="solutions: each reference solution vs its answer (cheap items: no sympy); "
-                             "mismatched: each answer boxed against the next row's answer (mostly sympy)")
+    parser.add_argument("--workload", choices=("solutions", "mismatched", "agreement"), default="solutions",
+                        help="solutions: each MATH500 reference solution vs its answer (mostly cheap items); "
+                             "mismatched: each answer boxed against the next row's answer (mostly sympy); "
+                             "agreement: the agreement pair set")
     parser.add_argument("--in-process-seconds", type=float, default=1.0,
                         help="VerifierPool's in_process_seconds; 0 sends every sympy item to the workers")
+    parser.add_argument("--no-agreement", action="store_true", help="skip the agreement report")
     args = parser.parse_args(argv)
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # its per-item timeout warnings
 
+    from experiments.verify_agreement import agreement, agreement_pairs, math_verify_gold, print_agreement
     from math_verify import parse, verify as mv_verify
-
-    from rlvr_env import load_jsonl
-    from rlvr_env.verifier import verify
+    from rlvr_env.verifier import verify_here
     from rlvr_env.verifier_pool import VerifierPool
 
-    rows = load_jsonl(args.data) * args.repeat
-    answers = [r.answer for r in rows]
-    if args.workload == "solutions":
-        completions = [r.metadata.get("solution", r.prompt) for r in rows]
-    else:
-        completions = [f"\\boxed{{{answers[(i + 1) % len(rows)]}}}" for i in range(len(rows))]
-
+    data_dir = Path(args.data_dir)
+    completions, answers = workload(args.workload, data_dir, args.repeat)
     methods = {
-        "baseline": lambda: [float(bool(mv_verify(parse(f"${a}$"), parse(c)))) for c, a in zip(completions, answers)],
-        "sequential": lambda: [verify(c, a).reward for c, a in zip(completions, answers)],
+        "baseline": lambda: [float(bool(mv_verify(parse(math_verify_gold(a)), parse(c)))) for c, a in zip(completions, answers)],
+        "sequential": lambda: [verify_here(c, a).reward for c, a in zip(completions, answers)],
     }
     times: dict[str, float] = {}
     with VerifierPool(args.workers, in_process_seconds=args.in_process_seconds) as pool:
@@ -83,19 +103,23 @@ def main(argv=None) -> dict:
                 if name == "batch":
                     ways = {k: v + pool.last_counts[k] for k, v in ways.items()}
         rates = {k: f"{1000 * v:.1f} ms" if v is not None else "-" for k, v in pool.seconds_per_item.items()}
+        pairs = [] if args.no_agreement else agreement_pairs(data_dir)
+        verdicts = [v.reward for v in pool.map([p.completion for p in pairs], [p.reference for p in pairs])]
 
-    n = len(rows)
+    n = len(completions)
     print(f"{n} items ({args.workload}), {args.workers} workers, best of {args.trials} samples "
-          f"(loop and batch: {args.trials * rounds})")
-    for name, label in (("baseline", "math-verify loop"), ("sequential", "verify() loop"), ("batch", "verify_batch")):
+          f"(loop and batch: {args.trials * rounds}); sympy here: {'yes' if pool.in_process else 'no (hash seed not 0)'}")
+    for name, label in (("baseline", "math-verify loop"), ("sequential", "verify_here loop"), ("batch", "verify_batch")):
         print(f"  {name:<10} {label:<17} {times[name]:8.3f} s  {n / times[name]:9.1f} items/s"
               f"   correct {int(sum(outputs[name]))}")
     print(f"verify_batch, last call of each sample: {ways['cheap']} items without sympy, "
           f"{ways['sympy_here']} with sympy here, {ways['sympy_workers']} in workers; "
           f"wall per sympy item lately: here {rates['here']}, workers {rates['workers']}")
     print(f"ratio verify_batch vs math-verify loop: {times['baseline'] / times['batch']:.2f}x")
-    print(f"ratio verify_batch vs verify() loop:    {times['sequential'] / times['batch']:.2f}x")
-    print(f"agreement verify_batch == verify(): {outputs['batch'] == outputs['sequential']}")
+    print(f"ratio verify_batch vs verify_here loop: {times['sequential'] / times['batch']:.2f}x")
+    print(f"agreement verify_batch == verify_here loop: {outputs['batch'] == outputs['sequential']}")
+    if pairs:
+        print_agreement(agreement(pairs, verdicts))
     return times
 
 

@@ -17,7 +17,8 @@ from pettingzoo import ParallelEnv
 
 from rlvr_env.bandit import BanditParams, BanditTask
 from rlvr_env.problems import Problem, arithmetic_problems, format_prompt, load_jsonl
-from rlvr_env.verifier import VerifyConfig, verify
+from rlvr_env.verifier import VerifyConfig
+from rlvr_env.verifier_pool import verify
 
 BASE_CHARSET = string.printable
 

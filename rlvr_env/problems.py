@@ -1,6 +1,6 @@
 """Problem sources with a common ``Problem`` record: an arithmetic generator and JSONL loaders.
 
-JSONL formats recognised (one JSON object per line):
+JSONL formats recognised (one JSON object per line; ``ROW_FORMATS``):
     MATH500        problem, solution, answer, subject, level (1-5)
     AIME / AMC / Minerva / OlympiadBench     problem, answer
     GSM8K          question, answer ("... #### N")
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -124,16 +125,14 @@ def _gsm8k_answer(text: str) -> str:
     return answer
 
 
-def problem_from_row(row: dict, source: str, line: int) -> Problem:
-    """One JSON object in any recognised format -> ``Problem``."""
-    if not isinstance(row, dict):
-        raise KeyError(f"expected a JSON object, got {type(row).__name__}")
-    pid = f"{source}-{line}"
-    if "question" in row:  # GSM8K
-        question, answer = row["question"], row["answer"]
-        if not isinstance(question, str) or not isinstance(answer, str):
-            raise KeyError("question and answer must be strings")
-        return Problem(pid, question, _gsm8k_answer(answer), None, {"solution": answer})
+def _gsm8k_row(row: dict, pid: str) -> Problem:
+    question, answer = row["question"], row["answer"]
+    if not isinstance(question, str) or not isinstance(answer, str):
+        raise KeyError("question and answer must be strings")
+    return Problem(pid, question, _gsm8k_answer(answer), None, {"solution": answer})
+
+
+def _math_row(row: dict, pid: str) -> Problem:
     problem, answer = row["problem"], row["answer"]
     if not isinstance(problem, str) or not isinstance(answer, (str, int, float)) or isinstance(answer, bool):
         raise KeyError("problem must be a string and answer a string or number")
@@ -144,6 +143,34 @@ def problem_from_row(row: dict, source: str, line: int) -> Problem:
         raise KeyError("empty answer (a reference that matches nothing)")
     metadata = {k: v for k, v in row.items() if k not in ("problem", "answer", "level")}
     return Problem(pid, problem, str(answer), level, metadata)
+
+
+@attrs.frozen
+class RowFormat:
+    name: str
+    keys: tuple[str, ...]
+    """The keys a row of this format has (the first format whose keys a row has reads it)."""
+    read: Callable[[dict, str], Problem]
+    """(row, problem id) -> Problem; KeyError with the reason for a malformed row."""
+    doc: str
+
+
+ROW_FORMATS = {f.name: f for f in [
+    RowFormat("gsm8k", ("question", "answer"), _gsm8k_row, 'GSM8K: answer "... #### N"'),
+    RowFormat("math", ("problem", "answer"), _math_row, "MATH500 / AIME / AMC / Minerva / OlympiadBench; level 1-5 optional"),
+]}
+"""The JSONL row formats, by name."""
+
+
+def problem_from_row(row: dict, source: str, line: int) -> Problem:
+    """One JSON object in any recognised format (``ROW_FORMATS``) -> ``Problem``."""
+    if not isinstance(row, dict):
+        raise KeyError(f"expected a JSON object, got {type(row).__name__}")
+    for fmt in ROW_FORMATS.values():
+        if all(k in row for k in fmt.keys):
+            return fmt.read(row, f"{source}-{line}")
+    accepted = "; ".join(f"{' + '.join(f.keys)} ({f.doc})" for f in ROW_FORMATS.values())
+    raise KeyError(f"keys {sorted(row)}; a row needs {accepted}")
 
 
 def load_jsonl(path: str | Path, limit: int | None = None) -> list[Problem]:

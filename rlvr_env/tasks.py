@@ -19,9 +19,11 @@ import torch
 from algorithms.registry import ConfigError, FieldError, integer, one_of
 from policies.base import PromptBatch, Rollout
 from rlvr_env.bank import PromptBank, PromptSampler
+from rlvr_env.datasets import default_data_dir
 from rlvr_env.problems import (ARITHMETIC_LEVELS, TEMPLATES, Problem, arithmetic_problems, format_prompt,
                                in_held_out_split, load_jsonl)
-from rlvr_env.verifier import VerifyConfig, verify, verify_batch
+from rlvr_env.verifier import VerifyConfig
+from rlvr_env.verifier_pool import verify, verify_batch
 
 # Above this many unseen (problem, text) pairs in a step, verify them in worker processes.
 BATCH_VERIFY_MIN = 64
@@ -66,8 +68,9 @@ def _heldout(inst, attribute, value):
 class JsonlParams:
     path: str | None = None
     """The JSONL file (relative paths are read from ``data_dir``)."""
-    data_dir: str = "../shared/data"
-    """Folder of the benchmark files (presets: ``RLVR_DATA_DIR`` or ../shared/data)."""
+    data_dir: str | None = None
+    """Folder of the benchmark files (None: ``rlvr_env.datasets.default_data_dir()``: RLVR_DATA_DIR,
+    else ../shared/data beside the project checkout)."""
     heldout: int | float = attrs.field(default=0.1, validator=_heldout)
     """Problems kept out of training for evaluation: a count, or a fraction in [0, 1)."""
     heldout_path: str | None = None
@@ -152,15 +155,18 @@ def split_heldout(problems: list[Problem], heldout: int | float, seed: int) -> t
     return [p for i, p in enumerate(problems) if i not in held], [problems[i] for i in sorted(held)]
 
 
-def resolve_data_file(path: str, data_dir: str, field: str) -> Path:
-    """``path`` as given, or inside ``data_dir``; a clear error naming the missing file."""
+def resolve_data_file(path: str, data_dir: str | None, field: str) -> Path:
+    """``path`` as given, or inside ``data_dir`` (None: ``default_data_dir()``); a clear error
+    naming the missing file."""
+    data_dir = default_data_dir() if data_dir is None else data_dir
     candidate = Path(path).expanduser()
     if not candidate.is_absolute() and not candidate.is_file():
         candidate = Path(data_dir).expanduser() / path
     if not candidate.is_file():
-        raise ConfigError(f"{field}: no such file {candidate} (data folder {Path(data_dir).resolve()}); "
-                          "point env.data_dir (or the RLVR_DATA_DIR environment variable) at the folder "
-                          "holding the benchmark JSONL files, or give an absolute path")
+        raise ConfigError(f"{field}: no such file {candidate} (data folder {Path(data_dir).resolve()}: env.data_dir, "
+                          "else the RLVR_DATA_DIR environment variable, else ../shared/data beside the project "
+                          "checkout); point one of them at the folder holding the benchmark JSONL files, or give "
+                          "an absolute path")
     return candidate
 
 

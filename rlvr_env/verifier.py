@@ -1,7 +1,7 @@
 """The verifier: math-verify's extraction and equivalence, safe on hostile model output.
 
-    verify(completion, answer) -> Verdict(reward, extracted, reason)
-    verify_batch(completions, answers) -> [Verdict]     (same verdicts, in input order)
+    verify_here(completion, answer) -> Verdict(reward, extracted, reason)   (in this process)
+    rlvr_env.verify / verify_batch (verifier_pool.py): the same verdicts, one per pair in every process
 
 The reward is math-verify's: ``parse`` (LaTeX and expression targets) reads the reference and
 the completion, ``verify`` compares them. Around it, on purpose (README, "The verifier"):
@@ -36,7 +36,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
 from fractions import Fraction
 from multiprocessing.connection import Connection
 
@@ -326,20 +325,6 @@ def verify_here(completion: str, answer: str, config: VerifyConfig = VerifyConfi
     ref = reference(answer, config.max_completion_chars)
     verdict = cheap_verdict(completion, ref, config)
     return verdict if verdict is not None else sympy_verdict(completion, ref, config)
-
-
-def verify(completion: str, answer: str, config: VerifyConfig = VerifyConfig()) -> Verdict:
-    """Score one completion against the reference answer (``verify_batch`` of one item)."""
-    return verify_batch([completion], [answer], config)[0]
-
-
-def verify_batch(completions: Sequence[str], answers: Sequence[str], config: VerifyConfig = VerifyConfig(),
-                 workers: int | None = None) -> list[Verdict]:
-    """``verify`` for many items, results in input order, from any thread, also in a script
-    without a main guard: ``rlvr_env.verifier_pool.VerifierPool`` (kept and reused)."""
-    from rlvr_env.verifier_pool import shared_pool
-
-    return shared_pool(workers, config).map(completions, answers)
 
 
 def extract_answer(text: str, timeout: int = 3) -> str | None:

@@ -267,3 +267,16 @@ def shared_pool(workers: int | None, config: VerifyConfig) -> VerifierPool:
     if key not in _POOLS:
         _POOLS[key] = VerifierPool(workers, config)
     return _POOLS[key]
+
+
+def verify(completion: str, answer: str, config: VerifyConfig = VerifyConfig()) -> Verdict:
+    """Score one completion against the reference answer (``verify_batch`` of one item)."""
+    return verify_batch([completion], [answer], config)[0]
+
+
+def verify_batch(completions: Sequence[str], answers: Sequence[str], config: VerifyConfig = VerifyConfig(),
+                 workers: int | None = None) -> list[Verdict]:
+    """``verify_here`` for many items, results in input order, one verdict per pair in every
+    process (see ``VerifierPool``), from any thread, also in a script without a main guard:
+    the pool of these settings is kept and reused."""
+    return shared_pool(workers, config).map(completions, answers)

@@ -83,7 +83,8 @@ class Registry:
         if name is None:
             raise ConfigError(f"{where}.name: missing; valid: {', '.join(self.names())}")
         entry = self.entry(name, where)
-        return entry, build_params(entry.params, cfg, where)
+        custom = getattr(entry.params, "from_config", None)  # a params class that reads its config itself
+        return entry, (custom(cfg, where) if custom is not None else build_params(entry.params, cfg, where))
 
     def build(self, cfg: Mapping[str, Any], where: str | None = None):
         """Return the bound stage: ``partial(fn, **params)`` or ``Class(params)``."""
@@ -100,6 +101,26 @@ class Registry:
             fields = ", ".join(f"{f.name}={f.default!r}" for f in attrs.fields(e.params))
             lines.append(f"  {e.name:<24} {e.doc}" + (f"  [{fields}]" if fields else ""))
         return "\n".join(lines)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of an attrs class (the house convention), by field name;
+    inherited fields included. Empty where the source is not available."""
+    import ast
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
 
 
 def build_params(cls: type, cfg: Mapping[str, Any], where: str):

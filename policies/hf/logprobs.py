@@ -94,7 +94,7 @@ def _shared_prompt_hidden(trunk, prompt_tokens, prompt_mask, tokens, mask) -> to
 class ResponseScorer(torch.nn.Module):
     """``response_logprobs`` of ``causal`` as a module: the training pass has one entry point
     whose forward covers every weight it uses (trunk and LM head), which is what FSDP shards
-    as its root (``experiments/fsdp.py``). Holds ``causal`` as its only child."""
+    as its root (``experiments/parallel/fsdp.py``). Holds ``causal`` as its only child."""
 
     def __init__(self, causal, *, temperature: float, chunk: int, share_prompts: bool):
         super().__init__()

@@ -13,7 +13,7 @@ from policies.hf import HFParams
 from policies.hf.loading import (compute_dtype, encode_prompt, frozen_copy, load_model, load_tokenizer, pick_device,
                                  resolve_model_path, stop_token_ids)
 from policies.hf.logprobs import ResponseScorer
-from policies.hf.sampling import generate
+from policies.hf.samplers import Sampler
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,21 +32,26 @@ class HFPolicy:
     """A causal LM as a policy. Owns model, tokenizer, chat template and device.
 
     Rollouts live on the CPU (small integer tensors); ``logprobs`` returns [b, T] on the
-    model's device. ``old_logp`` is filled per ``params.old_logp``; with the vLLM sampler
-    (``params.sampler``) the engine's log-probs fill ``sampler_logp`` and ``entropy`` is None.
-    ``scorer`` is the training pass as one module (what FSDP shards, ``experiments/fsdp.py``);
+    model's device. ``sampler`` generates (``policies.hf.samplers``); ``old_logp`` is filled per
+    ``params.old_logp``; a sampler with its own copy of the weights (vLLM) fills
+    ``sampler_logp`` with its log-probs instead, and ``old_logp`` is recomputed.
+    ``scorer`` is the training pass as one module (what FSDP shards, ``experiments/parallel/fsdp.py``);
     ``model`` is the causal LM it scores with (a PeftModel with LoRA).
     """
 
     @property
     def multi_process(self) -> bool:
         """Data parallel: each process holds a replica (or, under FSDP, a shard of ``scorer``)
-        and samples its share; not yet with the vLLM sampler (one colocated engine per process
-        is untested)."""
-        return self.vllm is None
+        and samples its share, where the sampler allows it (not yet vLLM's)."""
+        return self.sampler.multi_process
+
+    @property
+    def separate_sampler(self) -> bool:
+        """Samples come from another engine's copy of the weights (their log-probs: ``sampler_logp``)."""
+        return self.sampler.separate_weights
 
     def __init__(self, model, tokenizer, params: HFParams, device: torch.device, dtype: torch.dtype,
-                 reference=None, vllm=None):
+                 reference=None, sampler: Sampler | None = None):
         self.model = model  # a PeftModel with LoRA, else the causal LM
         self.causal = model.get_base_model() if params.lora.r > 0 else model
         self.tokenizer = tokenizer
@@ -56,7 +61,7 @@ class HFPolicy:
         self.reference = reference  # frozen copy (KL without LoRA), else None
         self.scorer = self._scorer(self.causal)
         self.reference_scorer = None if reference is None else self._scorer(reference)
-        self.vllm = vllm  # a VllmSampler with policy.sampler=vllm, else None (our own KV-cache loop)
+        self.sampler = sampler if sampler is not None else params.build_sampler()  # started by load_policy
         self.max_new_tokens = params.max_new_tokens
         self.stop_ids = stop_token_ids(tokenizer, self.causal)
         self._encoded: dict[str, list[int]] = {}
@@ -77,46 +82,20 @@ class HFPolicy:
     # ------------------------------------------------------------ protocol
     @torch.no_grad()
     def sample(self, prompts: PromptBatch, group_size: int, generator: torch.Generator) -> Rollout:
-        p = self.params
         prompt_ids = [self.encode(t) for t in prompts.texts]
         prompt_tokens, prompt_mask = left_pad(prompt_ids, self.tokenizer.pad_token_id)
-        if self.vllm is None:
-            tokens, mask, logp, entropy, truncated = self._generate(prompt_tokens, prompt_mask, group_size, generator)
-            sampler_logp = None
-        else:  # the engine's log-probs are kept apart; old_logp is recomputed below (p.old_logp == "recompute")
-            tokens, mask, sampler_logp, truncated = self.vllm.sample(
-                prompt_ids, group_size, generator, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
-                top_k=p.top_k, top_p=p.top_p, min_new_tokens=p.min_new_tokens, stop_ids=self.stop_ids,
-                pad_id=self.tokenizer.pad_token_id)
-            logp, entropy = sampler_logp, None
-        texts = self.tokenizer.batch_decode([row[m.bool()].tolist() for row, m in zip(tokens, mask)],
+        out = self.sampler.sample(self, prompt_ids, prompt_tokens, prompt_mask, group_size, generator)
+        texts = self.tokenizer.batch_decode([row[m.bool()].tolist() for row, m in zip(out.tokens, out.mask)],
                                             skip_special_tokens=True)
         rollout = Rollout(prompt_index=prompts.index.repeat_interleave(group_size),
                           prompt_tokens=prompt_tokens.repeat_interleave(group_size, dim=0),  # (B, S), prompt-major
-                          prompt_mask=prompt_mask.repeat_interleave(group_size, dim=0), tokens=tokens, mask=mask,
-                          old_logp=logp, texts=tuple(texts), group_size=group_size, sampler_logp=sampler_logp,
-                          entropy=entropy, truncated=truncated)
-        if p.old_logp == "recompute":  # the training pass itself: on-policy ratio exactly 1
+                          prompt_mask=prompt_mask.repeat_interleave(group_size, dim=0), tokens=out.tokens,
+                          mask=out.mask, old_logp=out.logp, texts=tuple(texts), group_size=group_size,
+                          sampler_logp=out.logp if self.sampler.separate_weights else None, entropy=out.entropy,
+                          truncated=out.truncated)
+        if self.params.old_logp == "recompute":  # the training pass itself: on-policy ratio exactly 1
             rollout = rollout.with_(old_logp=self.logprobs(rollout).cpu())
         return rollout
-
-    def _generate(self, prompt_tokens: torch.Tensor, prompt_mask: torch.Tensor, group_size: int,
-                  generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """Our KV-cache loop on the training weights: tokens, mask, logp, entropy [B, T], truncated [B]."""
-        p = self.params
-        num_prompts = prompt_tokens.shape[0]
-        per_pass = max(1, (p.generation_batch or num_prompts * group_size) // group_size)  # prompts per pass
-        noise = torch.rand(p.max_new_tokens, num_prompts * group_size, generator=generator)  # (T_max, B), CPU
-        self.causal.eval()
-        with self.autocast():
-            parts = [generate(self.causal, prompt_tokens[i:i + per_pass], prompt_mask[i:i + per_pass], group_size,
-                              noise[:, i * group_size:(i + per_pass) * group_size], stop_ids=self.stop_ids,
-                              pad_id=self.tokenizer.pad_token_id, temperature=p.temperature, top_k=p.top_k,
-                              top_p=p.top_p, min_new_tokens=p.min_new_tokens)
-                     for i in range(0, num_prompts, per_pass)]
-        self.causal.train()
-        return (*(_cat_right([getattr(g, f) for g in parts]) for f in ("tokens", "mask", "logp", "entropy")),
-                torch.cat([g.truncated for g in parts]))
 
     def _scorer(self, causal) -> ResponseScorer:
         return ResponseScorer(causal, temperature=self.params.temperature, chunk=self.params.logprob_chunk,
@@ -139,10 +118,9 @@ class HFPolicy:
             return scorer(rollout.prompt_tokens, rollout.prompt_mask, rollout.tokens, rollout.mask)
 
     def sync_sampler(self) -> None:
-        """After an update: push the weights into the vLLM engine (every ``vllm.sync_every``-th
-        call); with our own sampler, sampling runs on the training weights and nothing is pushed."""
-        if self.vllm is not None:
-            self.vllm.after_update(self.causal)
+        """After an update: a sampler with its own copy of the weights takes the new ones (vLLM:
+        every ``sync_every``-th call); ours samples on the training weights."""
+        self.sampler.after_update(self)
 
     def parameters(self):
         return (p for p in self.model.parameters() if p.requires_grad)
@@ -160,8 +138,7 @@ class HFPolicy:
         with torch.no_grad(), implicit_replication():  # a sharded (FSDP) weight takes its shard of the full tensor
             for n, p in params.items():
                 p.copy_(state[n])
-        if self.vllm is not None:  # a resumed run samples with the restored weights
-            self.vllm.push(self.causal)
+        self.sampler.weights_loaded(self)  # a resumed run samples with the restored weights
 
     def save_model(self, path: Path, state_dict: dict | None = None) -> None:
         """``from_pretrained(path)`` loads the trained model (with LoRA: the adapter, whose config
@@ -169,12 +146,6 @@ class HFPolicy:
         weights where the model itself holds shards (FSDP gathers them)."""
         self.model.save_pretrained(path, state_dict=state_dict)
         self.tokenizer.save_pretrained(path)
-
-
-def _cat_right(parts: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate [b_i, T_i] blocks along dim 0, right-padding each to the widest T with 0."""
-    width = max(p.shape[1] for p in parts)
-    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
 
 
 def load_policy(params: HFParams, reference: bool) -> HFPolicy:
@@ -187,11 +158,8 @@ def load_policy(params: HFParams, reference: bool) -> HFPolicy:
     tokenizer = load_tokenizer(path, params.chat_template)
     model = load_model(path, params, device, dtype)
     ref = frozen_copy(model).to(dtype) if reference and params.lora.r == 0 else None
-    sampler = None
-    if params.sampler == "vllm":
-        from policies.hf.vllm_sampler import VllmSampler
-
-        if not Path(path).is_dir():  # a hub id that from_pretrained just downloaded: the engine reads the folder
-            path = resolve_model_path(params.model_path, allow_download=False)
-        sampler = VllmSampler(path, params.vllm, dtype)  # starts from the same checkpoint as the model
-    return HFPolicy(model, tokenizer, params, device, dtype, ref, sampler)
+    policy = HFPolicy(model, tokenizer, params, device, dtype, ref)
+    if not Path(path).is_dir():  # a hub id that from_pretrained just downloaded: a sampler reads the folder
+        path = resolve_model_path(params.model_path, allow_download=False)
+    policy.sampler.start(policy, str(path))  # vLLM: the engine starts from the same checkpoint as the model
+    return policy

@@ -1,4 +1,4 @@
-"""Batched sampling with a KV cache, reproducible from a CPU ``torch.Generator``.
+"""``policy.sampler=hf``: batched sampling with a KV cache, reproducible from a CPU ``torch.Generator``.
 
 ``model.generate`` does not take a generator, so this is our own loop: one prefill over the
 left-padded prompts, then one token per step for every row until each row has produced a
@@ -13,8 +13,10 @@ from __future__ import annotations
 import attrs
 import torch
 
-from policies.hf.decode import KVDecoder, supports
+from algorithms.registry import NoParams
 from policies.hf.loading import cache_kwarg
+from policies.hf.samplers.base import SAMPLERS, Samples
+from policies.hf.samplers.decode import KVDecoder, supports
 
 
 @attrs.frozen
@@ -76,7 +78,7 @@ def generate(model, prompt_tokens: torch.Tensor, prompt_mask: torch.Tensor, grou
     """Sample ``group_size`` continuations of each of ``prompt_tokens`` [P, S] (left-padded,
     ``prompt_mask`` [P, S]): B = P * G rows, prompt-major, at most ``max_new_tokens`` each with
     ``noise`` [max_new_tokens, B] uniform in [0, 1). Each prompt is prefilled once and its
-    cache shared by its G rows. With ``fast`` (and a model ``policies.hf.decode`` covers) the
+    cache shared by its G rows. With ``fast`` (and a model ``policies.hf.samplers.decode`` covers) the
     tokens after the first are decoded by ``KVDecoder``, else by transformers' forward: the
     same logits either way.
 
@@ -118,3 +120,51 @@ def generate(model, prompt_tokens: torch.Tensor, prompt_mask: torch.Tensor, grou
     zero = torch.zeros(())
     return Generation(tokens=tokens, mask=mask, logp=torch.where(mask.bool(), logp, zero),
                       entropy=torch.where(mask.bool(), entropy, zero), truncated=~done.cpu())
+
+
+@SAMPLERS.register("hf", NoParams)
+class KVCacheSampler:
+    """Our KV-cache loop on the training weights (``generate``): nothing to push after updates."""
+
+    separate_weights = False
+    multi_process = True
+
+    def __init__(self, params: NoParams = NoParams()):
+        self.params = params
+
+    def start(self, policy, model_path: str) -> None:
+        pass
+
+    def sample(self, policy, prompt_ids, prompt_tokens: torch.Tensor, prompt_mask: torch.Tensor, group_size: int,
+               generator: torch.Generator) -> Samples:
+        """``policy.params.generation_batch`` responses per pass; the noise of every pass is drawn
+        up front, so the tokens do not depend on the passes."""
+        p = policy.params
+        num_prompts = prompt_tokens.shape[0]
+        per_pass = max(1, (p.generation_batch or num_prompts * group_size) // group_size)  # prompts per pass
+        noise = torch.rand(p.max_new_tokens, num_prompts * group_size, generator=generator)  # (T_max, B), CPU
+        policy.causal.eval()
+        with policy.autocast():
+            parts = [generate(policy.causal, prompt_tokens[i:i + per_pass], prompt_mask[i:i + per_pass], group_size,
+                              noise[:, i * group_size:(i + per_pass) * group_size], stop_ids=policy.stop_ids,
+                              pad_id=policy.tokenizer.pad_token_id, temperature=p.temperature, top_k=p.top_k,
+                              top_p=p.top_p, min_new_tokens=p.min_new_tokens)
+                     for i in range(0, num_prompts, per_pass)]
+        policy.causal.train()
+        tokens, mask, logp, entropy = (cat_right([getattr(g, f) for g in parts]) for f in ("tokens", "mask", "logp", "entropy"))
+        return Samples(tokens, mask, logp, torch.cat([g.truncated for g in parts]), entropy)
+
+    def after_update(self, policy) -> None:
+        pass
+
+    def weights_loaded(self, policy) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def cat_right(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate [b_i, T_i] blocks along dim 0, right-padding each to the widest T with 0."""
+    width = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])

@@ -1,22 +1,24 @@
 """Engines: what runs backward, clipping and the optimizer step, and what spans processes.
 
 The trainer never touches the optimizer: it asks the engine for the minibatch ``totals``
-(the counts every aggregation divides by), calls ``backward`` once per micro-batch and
-``step`` once per minibatch, gathers per-process rewards with ``gather`` and writes only
-where ``is_main``. ``LocalEngine`` is one process; ``DistributedEngine`` holds a replica per
-process (DDP-style) and ``experiments.fsdp.FSDPEngine`` shards the model over processes; both
-sum the totals and gather rewards over processes.
+(the counts every aggregation divides by), iterates ``micro_batches`` (calling ``backward``
+on each) and calls ``step`` once per minibatch, gathers per-process rewards with ``gather``
+and writes only where ``is_main``. ``LocalEngine`` is one process; ``DistributedEngine`` holds
+a replica per process (DDP-style) and ``experiments.parallel.fsdp.FSDPEngine`` shards the
+model over processes; both sum the totals and gather rewards over processes.
 
-Sharded weights add one rule: every forward is a collective (it gathers parameters), so the
-trainer samples and evaluates inside ``full_weights()`` (the whole model on every process
-for the block, any number of forwards) and runs ``passes(n)`` forward / backward passes per
-minibatch on every process, the ones beyond its own ``n`` micro-batches as ``idle_pass()``.
+Sharded weights add one rule, kept behind the engine: every forward is a collective (it
+gathers parameters), so sampling and evaluation run inside ``full_weights()`` (the whole
+model on every process for the block, any number of forwards; a no-op for replicas), and
+``micro_batches`` runs as many forward / backward passes on every process (its own
+micro-batches, then zero-weight passes up to the most any process holds).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -25,22 +27,40 @@ from algorithms.aggregation import Totals
 
 
 @runtime_checkable
-class Engine(Protocol):
-    is_main: bool
-    """Only the main process writes events, checkpoints and the summary."""
+class Processes(Protocol):
+    """What spans the data-parallel processes (one process: the identity)."""
+
     rank: int
-    """This process's index (0 on one process)."""
+    """This process's index (0 on one process; the main process writes)."""
     world_size: int
     """Number of data-parallel processes."""
 
-    def shard(self, n: int) -> slice:
-        """The rows of ``n`` (the step's groups) this process samples: contiguous, in rank
-        order, so ``gather`` of the per-process rows restores the original order."""
+    @property
+    def is_main(self) -> bool:
+        """rank 0: only the main process writes events, checkpoints and the summary."""
+        ...
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """[P_local, ...] -> [P, ...]: every process's rows, in process order."""
         ...
 
     def reduce_metrics(self, values: dict[str, torch.Tensor], sum_keys=()) -> dict[str, torch.Tensor]:
         """Per-process 0-dim metrics -> their mean over processes (``*_max`` keys: the max;
         ``sum_keys``: the sum, e.g. a loss whose per-process parts add up to the whole)."""
+        ...
+
+    def totals(self, mask: torch.Tensor) -> Totals:
+        """Token and response counts of the minibatch ``mask`` [B, T], over all processes."""
+        ...
+
+
+@runtime_checkable
+class Engine(Processes, Protocol):
+    """The update and the weights (see the module doc)."""
+
+    def micro_batches(self, minibatch, size: int | None) -> Iterator[tuple[object, bool]]:
+        """(micro-batch, is the last) of at most ``size`` responses of ``minibatch`` (a
+        ``Rollout``; None: whole); a process that holds none of it yields nothing."""
         ...
 
     def backward(self, loss: torch.Tensor, *, sync: bool) -> None:
@@ -54,31 +74,14 @@ class Engine(Protocol):
         process calls it once per minibatch, also one that held no rows of it (no backward)."""
         ...
 
-    def totals(self, mask: torch.Tensor) -> Totals:
-        """Token and response counts of the minibatch ``mask`` [B, T], over all processes."""
-        ...
-
-    def gather(self, x: torch.Tensor) -> torch.Tensor:
-        """[P_local, ...] -> [P, ...]: every process's rows, in process order."""
-        ...
-
     def full_weights(self) -> contextlib.AbstractContextManager:
         """Every process enters it; inside, the policy's whole model is on every process, so
         forwards (sampling, evaluation, export) run locally, as many as each process likes."""
         ...
 
-    def passes(self, micro_batches: int) -> int:
-        """Forward / backward passes this process runs on a minibatch it holds ``micro_batches``
-        of: the same number under sharded weights (the most any process holds), else its own."""
-        ...
-
-    def idle_pass(self) -> None:
-        """A forward / backward of zero weight: takes part in the collectives, adds no gradient."""
-        ...
-
-    def replica_checksum(self) -> torch.Tensor:
-        """[F] float64: what must be equal on every process after a step besides the reweighter
-        state (replicas: a checksum of the weights; sharded weights exist once: [0])."""
+    def replica_difference(self, state: torch.Tensor) -> torch.Tensor:
+        """0-dim: the largest difference to the main process of ``state`` [F] (the reweighter's
+        state) and, for replicas, of a checksum of the weights; 0 when every process agrees."""
         ...
 
     def save_model(self, policy, path) -> None:
@@ -98,7 +101,6 @@ class LocalEngine:
         scheduler: optional learning-rate schedule, stepped after every optimizer step.
     """
 
-    is_main = True
     rank = 0
     world_size = 1
 
@@ -107,7 +109,13 @@ class LocalEngine:
         self.scheduler = scheduler
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
 
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
     def shard(self, n: int) -> slice:
+        """The rows of ``n`` (the step's groups) this process samples: contiguous, in rank
+        order, so ``gather`` of the per-process rows restores the original order."""
         return shard(n, self.rank, self.world_size)
 
     def reduce_metrics(self, values: dict[str, torch.Tensor], sum_keys=()) -> dict[str, torch.Tensor]:
@@ -134,13 +142,17 @@ class LocalEngine:
     def full_weights(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
-    def passes(self, micro_batches: int) -> int:
-        return micro_batches
+    def micro_batches(self, minibatch, size: int | None) -> Iterator[tuple[object, bool]]:
+        parts = minibatch.split(size or len(minibatch)) if len(minibatch) else []
+        for k, part in enumerate(parts):
+            yield part, k == len(parts) - 1
 
-    def idle_pass(self) -> None:  # never due: ``passes`` is a process's own count
-        raise RuntimeError("idle_pass: only engines with sharded weights run passes beyond their own")
+    def replica_difference(self, state: torch.Tensor) -> torch.Tensor:
+        everyone = self.gather(torch.cat([state.double().reshape(-1), self.weights_checksum()])[None])  # (W, F)
+        return (everyone - everyone[0]).abs().max()
 
-    def replica_checksum(self) -> torch.Tensor:
+    def weights_checksum(self) -> torch.Tensor:
+        """[1] float64: the sum of every weight (replicas must agree on it after each step)."""
         return torch.stack([p.detach().double().sum().cpu() for p in self.params]).sum().reshape(1)
 
     def save_model(self, policy, path) -> None:
@@ -184,7 +196,6 @@ class DistributedEngine(LocalEngine):
                                "launch or torchrun; see README, 'Several processes')")
         self.dist = dist
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        self.is_main = self.rank == 0
 
     def reduce_gradients(self) -> None:
         """Sum every parameter's gradient over processes (one flat all-reduce; a missing gradient counts as 0)."""

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 
 import attrs
 import torch
 
 from algorithms import ConfigError
-from experiments.engine import DistributedEngine, LocalEngine, broadcast_weights
+from experiments.parallel.engine import DistributedEngine, LocalEngine, broadcast_weights
 from policies.base import Rollout
 
 TRUE = ("1", "true")
@@ -139,16 +140,22 @@ class FSDPEngine(DistributedEngine):
         """Gradients are already summed into the shards by backward's reduce-scatters."""
         return LocalEngine.step(self, max_grad_norm).full_tensor()  # the norm is a replicated DTensor
 
-    def passes(self, micro_batches: int) -> int:
-        count = torch.tensor([micro_batches])
-        self.dist.all_reduce(count, op=self.dist.ReduceOp.MAX)
-        return int(count)
+    def micro_batches(self, minibatch, size: int | None) -> Iterator[tuple[object, bool]]:
+        """This process's micro-batches, then zero-weight passes up to the most any process
+        holds: every process runs as many passes (each a collective under sharded weights)."""
+        parts = minibatch.split(size or len(minibatch)) if len(minibatch) else []
+        count = torch.tensor([len(parts)])
+        self.dist.all_reduce(count, op=self.dist.ReduceOp.MAX)  # before the first pass, as every process does
+        for k, part in enumerate(parts):
+            yield part, k == len(parts) - 1
+        for _ in range(int(count) - len(parts)):
+            self.idle_pass()
 
     def idle_pass(self) -> None:
         """One token through the whole model, times 0: every unit's all-gathers and reduce-scatters."""
         (self.policy.logprobs(self.idle).sum() * 0.0).backward()
 
-    def replica_checksum(self) -> torch.Tensor:
+    def weights_checksum(self) -> torch.Tensor:
         """Each weight exists once (sharded): nothing to compare."""
         return torch.zeros(0, dtype=torch.float64)
 

@@ -15,24 +15,25 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from algorithms import ConfigError, registries
-from experiments.arena import run_arena
-from experiments.checkpoint import load_latest
-from experiments.config import CONFIG_FILE, build_trainer, resolve_config
-from experiments.distributed import broadcast_object, close_processes, init_processes, processes
-from experiments.tracking import TensorBoardLogger, summary_table
-from experiments.trainer import Trainer
+from experiments.compare.arena import run_arena
+from experiments.parallel.launch import (broadcast_object, close_processes, end_process, init_processes,
+                                        launched_processes, processes)
+from experiments.training import metrics as M
+from experiments.training.lifecycle import TrainingRun, resolve_config
+from experiments.training.tracking import summary_table
+from experiments.training.trainer import Trainer
 from policies import POLICIES
 from rlvr_env import TASKS
 
 # (metric, label) shown on the progress bar when the run logs it.
-PROGRESS_METRICS = [("accuracy/all", "acc"), ("reward/mean", "reward"), ("hadw/belief", "belief"),
-                    ("speed/tokens_per_s", "tok/s")]
+PROGRESS_METRICS = [(M.EXACT_ACCURACY[0], "acc"), (M.REWARD, "reward"), (M.BELIEF, "belief"), (M.TOKENS_PER_S, "tok/s")]
 
 
 def run(cfg: DictConfig, overrides: list[str] = ()) -> Trainer:
@@ -40,53 +41,37 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> Trainer:
     alone writes (config, events, checkpoints, model) and prints."""
     plain, run_dir, resuming = resolve_config(cfg, list(overrides))
     run_dir = broadcast_object(run_dir)  # a new run's name carries the main process's clock
-    trainer = build_trainer(plain, run_dir)  # validates everything before touching the disk
-    main = trainer.engine.is_main
-    if resuming:
-        found = load_latest(run_dir)
-        if found is None:
-            raise ConfigError(f"resume: no readable checkpoint in {run_dir}/checkpoints")
-        path, state = found
-        try:
-            trainer.load_state_dict(state)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        if main:
-            print(f"resumed {run_dir} from {path.name} (step {trainer.step})", file=sys.stderr)
-        if trainer.step >= trainer.params.steps:
+    with (TrainingRun.resume(plain, run_dir) if resuming else TrainingRun.start(plain, run_dir)) as training:
+        trainer = training.trainer
+        main = trainer.engine.is_main
+        if resuming and main:
+            print(f"resumed {run_dir} from {training.resumed_from.name} (step {trainer.step})", file=sys.stderr)
+        if resuming and trainer.step >= trainer.params.steps:
             if main:
                 print(f"nothing to train: the run is at step {trainer.step} and train.steps={trainer.params.steps}; "
                       f"pass a larger train.steps to continue it. Its summary:", file=sys.stderr)
                 print(summary_table(trainer.history, f"{trainer.algo.name} on {plain['env']['name']}: "
-                                    f"{trainer.step} steps (from {path.name})"))
+                                    f"{trainer.step} steps (from {training.resumed_from.name})"))
             return trainer
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resuming:
-            OmegaConf.save(OmegaConf.create(plain), run_dir / CONFIG_FILE)
-        trainer.logger = TensorBoardLogger.resume(run_dir, trainer.history) if resuming else TensorBoardLogger(run_dir)
+        bar = tqdm(total=trainer.params.steps, initial=trainer.step, desc=trainer.algo.name,
+                   disable=not (trainer.params.progress and main), dynamic_ncols=True, file=sys.stderr)
 
-    bar = tqdm(total=trainer.params.steps, initial=trainer.step, desc=trainer.algo.name,
-               disable=not (trainer.params.progress and main), dynamic_ncols=True, file=sys.stderr)
+        def on_step(step: int, values: dict[str, float]) -> None:
+            bar.update(1)
+            shown = {label: values[k] for k, label in PROGRESS_METRICS if k in values}
+            bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
 
-    def on_step(step: int, values: dict[str, float]) -> None:
-        bar.update(1)
-        shown = {label: values[k] for k, label in PROGRESS_METRICS if k in values}
-        bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
-
-    start = time.perf_counter()
-    try:
-        trainer.train(on_step)
-    except KeyboardInterrupt:
-        bar.close()
-        if main:
-            saved = f"checkpoint saved at step {trainer.step}" if trainer.step else "stopped before the first step"
-            print(f"\ninterrupted: {saved}; continue with: python -m experiments.run resume={run_dir}", file=sys.stderr)
-        raise SystemExit(130) from None
-    finally:
-        bar.close()
-        if trainer.logger is not None:
-            trainer.logger.close()
+        start = time.perf_counter()
+        try:
+            training.train(on_step)
+        except KeyboardInterrupt:
+            bar.close()
+            if main:
+                saved = f"checkpoint saved at step {trainer.step}" if trainer.step else "stopped before the first step"
+                print(f"\ninterrupted: {saved}; continue with: python -m experiments.run resume={run_dir}", file=sys.stderr)
+            raise SystemExit(130) from None
+        finally:
+            bar.close()
     if not main:
         return trainer
     elapsed = time.perf_counter() - start
@@ -100,13 +85,14 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> Trainer:
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> dict[str, float] | None:
-    """Returns the final metrics (a sweep's summary table collects them)."""
+    """Returns the final metrics (a sweep's summary table collects them). A process of several
+    ends here, without interpreter finalization (``end_process``: gloo's threads outlive it)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
     overrides = hydra_cfg.overrides.task
-    rank = 0
+    rank, code, result = 0, 0, None
     try:
         rank = init_processes()  # several processes under accelerate launch / torchrun
         if processes() > 1 and (cfg.get("arena") or hydra_cfg.mode == RunMode.MULTIRUN):
@@ -114,15 +100,27 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
                               "train one run (start without accelerate launch)")
         if cfg.get("arena"):
             run_arena(list(cfg.arena), overrides)
-            return None
-        trainer = run(cfg, overrides)
-        return trainer.history[-1] if trainer.history else None
+        else:
+            trainer = run(cfg, overrides)
+            result = trainer.history[-1] if trainer.history else None
     except ConfigError as exc:
         if processes() == 1 or rank == 0:  # every process finds the same problem: say it once
             print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
+    except SystemExit as exc:  # Ctrl-C: 130
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        if launched_processes() == 1:
+            raise
+        traceback.print_exc()
+        code = 1
     finally:
         close_processes()
+    if launched_processes() > 1:
+        end_process(code)
+    if code:
+        sys.exit(code)
+    return result
 
 
 def print_stages() -> None:

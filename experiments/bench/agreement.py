@@ -101,7 +101,7 @@ def explain(pair: Pair, ours: float) -> str:
 def agreement(pairs: Iterable[Pair], verdicts: list[float] | None = None) -> dict:
     """{"pairs", "agree", "by_form": {form: (agree, n)}, "disagreements": [(pair, ours, theirs, reason)]}.
     ``verdicts``: our rewards for ``pairs`` if already computed (else ``verify_batch``)."""
-    from rlvr_env.verifier import verify_batch
+    from rlvr_env import verify_batch
 
     pairs = list(pairs)
     if verdicts is None:

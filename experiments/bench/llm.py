@@ -1,28 +1,27 @@
 """Benchmarks of the transformers backend, each against a baseline measured in the same run.
 
-1. Step time: one GRPO step of ours (``experiments.trainer`` with ``policy=hf``) against TRL's
+1. Step time: one GRPO step of ours (``experiments.training.trainer`` with ``policy=hf``) against TRL's
    ``GRPOTrainer`` on the same tiny Qwen3, prompts (P arithmetic problems, chat template), G,
-   response length (exactly ``--tokens`` new tokens on both sides: stop tokens are masked
+   response length (exactly ``tokens`` new tokens on both sides: stop tokens are masked
    out until then), verifier (``verify_batch``: the worker pool our trainer uses), AdamW,
    fp32 on the CPU, gradient checkpointing off (TRL's GRPOConfig turns it on by default),
-   ``--threads`` torch threads on both sides. Ours runs twice: with the default
+   ``threads`` torch threads on both sides. Ours runs twice: with the default
    ``old_logp=recompute`` (one extra no-grad pass for an exact on-policy ratio) and with
    ``old_logp=sampler`` (TRL's work: on-policy, TRL skips the old-log-prob pass). The three
    steps are interleaved (ours recompute, ours sampler, TRL, repeat), so that all see the
-   same load on a shared machine. Median seconds per step over ``--steps`` steps after
-   ``--warmup``; ratio ours / TRL; the load average and our step's sample / reward / update
+   same load on a shared machine. Median seconds per step over ``steps`` steps after
+   ``warmup``; ratio ours / TRL; the load average and our step's sample / reward / update
    split are printed with the figures.
 2. Memory: peak memory of the log-prob pass (forward and backward) with a Qwen3-size
    vocabulary (151,936) at B x T, chunked (ours) vs full [B, T, V] float32 logits, each in a
    fresh subprocess (peak RSS growth over the loaded model, from ``ru_maxrss``); ratio.
 
-    python -m experiments.bench_llm                    # both parts
-    python -m experiments.bench_llm --part memory --batch 16 --length 1024
+    python -m experiments.bench.llm                    # both parts
+    python -m experiments.bench.llm part=memory batch=16 length=1024
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -33,14 +32,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import attrs
 import torch
+
+from algorithms.registry import integer, one_of
+from experiments.cli import parse_args
 
 QWEN3_VOCAB = 151_936
 
 
 # ----------------------------------------------------------------- part 1: step time
 def tiny_model(folder: Path) -> Path:
-    from policies.tiny_qwen3 import build_tiny_qwen3
+    from policies.hf.tiny import build_tiny_qwen3
 
     return build_tiny_qwen3(folder / "tiny-qwen3")
 
@@ -49,7 +52,7 @@ class OurSteps:
     """Our trainer (``policy=hf``) on the bench's work; ``step()`` runs and times one training step."""
 
     def __init__(self, model: Path, args, old_logp: str):
-        from experiments.config import build_trainer, compose_config
+        from experiments.training.build import build_trainer, compose_config
 
         cfg = compose_config("policy=hf", "env=arithmetic", "algo=grpo", f"policy.model_path={model}",
                              f"policy.max_new_tokens={args.tokens}", f"policy.min_new_tokens={args.tokens}",
@@ -80,7 +83,7 @@ def trl_trainer(model: Path, args, after_step):
     from trl import GRPOConfig, GRPOTrainer
 
     from rlvr_env import arithmetic_problems, format_prompt
-    from rlvr_env.verifier import verify_batch
+    from rlvr_env import verify_batch
 
     problems = arithmetic_problems(128, seed=args.seed)
     answers = {format_prompt(p): p.answer for p in problems}
@@ -108,7 +111,7 @@ def trl_trainer(model: Path, args, after_step):
         return [0.0] * len(completion_ids)
 
     # TRL's defaults for this setting, except: gradient checkpointing off (GRPOConfig turns it on by
-    # default; ours is off), fp32 (bf16 defaults on), no logging or saving, and exactly --tokens new tokens
+    # default; ours is off), fp32 (bf16 defaults on), no logging or saving, and exactly `tokens` new tokens
     config = GRPOConfig(output_dir=tempfile.mkdtemp(prefix="bench-trl-"), num_generations=args.group,
                         per_device_train_batch_size=args.prompts * args.group, max_completion_length=args.tokens,
                         generation_kwargs={"min_new_tokens": args.tokens}, loss_type="grpo", beta=0.0,
@@ -155,7 +158,7 @@ def step_time(args) -> None:
 
 
 def _tiny_dims() -> dict:
-    from policies.tiny_qwen3 import TINY_CONFIG
+    from policies.hf.tiny import TINY_CONFIG
 
     return {k: TINY_CONFIG[k] for k in ("hidden_size", "num_hidden_layers", "intermediate_size")}
 
@@ -208,8 +211,8 @@ def memory(args) -> None:
                 print(f"  B x T = {batch} x {length}: full logits need >= {full_need / 2**30:.1f} GiB "
                       f"(3 x [B, T, V] float32): not run on this machine")
                 continue
-            cmd = [sys.executable, "-m", "experiments.bench_llm", "--memory-variant", variant, "--batch", str(batch),
-                   "--length", str(length), "--chunk", str(args.chunk)]
+            cmd = [sys.executable, "-m", "experiments.bench.llm", f"memory_variant={variant}", f"batch={batch}",
+                   f"length={length}", f"chunk={args.chunk}"]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             peak[variant] = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
             print(f"  B x T = {batch} x {length}: {variant:<8} peak +{peak[variant] / 2**30:6.2f} GiB")
@@ -224,22 +227,36 @@ def _available_bytes() -> int:
     return 8 * 2**30
 
 
+@attrs.frozen
+class LlmBenchOptions:
+    part: str = attrs.field(default="all", validator=one_of("all", "step", "memory"))
+    """all | step (our step against TRL's) | memory (chunked log-probs against full logits)."""
+    prompts: int = attrs.field(default=8, validator=integer(1))
+    """P prompts per step."""
+    group: int = attrs.field(default=8, validator=integer(2))
+    """G responses per prompt."""
+    tokens: int = attrs.field(default=32, validator=integer(1))
+    """New tokens per response (exactly)."""
+    warmup: int = attrs.field(default=2, validator=integer(0))
+    """Untimed steps first."""
+    steps: int = attrs.field(default=10, validator=integer(1))
+    """Timed steps."""
+    seed: int = 0
+    """Seed of the prompts and sampling."""
+    threads: int = attrs.field(default=1, validator=integer(1))
+    """Torch intra-op threads, both sides (the tiny preset's policy.num_threads)."""
+    batch: int = attrs.field(default=16, validator=integer(1))
+    """Memory part: B."""
+    length: int = attrs.field(default=1024, validator=integer(1))
+    """Memory part: T response tokens."""
+    chunk: int = attrs.field(default=1024, validator=integer(1))
+    """Memory part: rows per LM-head chunk."""
+    memory_variant: str | None = attrs.field(default=None, validator=attrs.validators.optional(one_of("chunked", "full")))
+    """(internal) one memory measurement in this process."""
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("all", "step", "memory"), default="all")
-    parser.add_argument("--prompts", type=int, default=8, help="P prompts per step")
-    parser.add_argument("--group", type=int, default=8, help="G responses per prompt")
-    parser.add_argument("--tokens", type=int, default=32, help="new tokens per response (exactly)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads, both sides (the tiny preset's policy.num_threads)")
-    parser.add_argument("--batch", type=int, default=16, help="memory part: B")
-    parser.add_argument("--length", type=int, default=1024, help="memory part: T response tokens")
-    parser.add_argument("--chunk", type=int, default=1024, help="memory part: rows per LM-head chunk")
-    parser.add_argument("--memory-variant", choices=("chunked", "full"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args, _ = parse_args(argv, LlmBenchOptions, "python -m experiments.bench.llm", __doc__)
     if args.memory_variant:
         return memory_variant(args.memory_variant, args.batch, args.length, args.chunk)
     if args.part in ("all", "step"):

@@ -1,35 +1,36 @@
-"""Benchmark the batched simulator: ``python -m experiments.bench_sim``.
+"""Benchmark the batched simulator: ``python -m experiments.bench.sim``.
 
 1. ratio: R runs batched (BatchedSimulator) vs the same R runs one after another with the
    single-run Trainer, same process, same run, same torch threads; goal <= 2/R.
-2. full: a sweep of ``--full-runs`` x ``--full-steps`` x P x G through ``run_sweep``
-   (batches split over ``--workers`` processes); goal: 100 x 1000 x 1024 x 8 in <= 60 s
+2. full: a sweep of ``full_runs`` x ``full_steps`` x P x G through ``run_sweep``
+   (batches split over ``workers`` processes); goal: 100 x 1000 x 1024 x 8 in <= 60 s
    on 2 cores.
-3. ``--profile``: the single-run Trainer at P: seconds per step with one torch thread and
+3. ``profile=true``: the single-run Trainer at P: seconds per step with one torch thread and
    with the default number, and the top cProfile entries.
 
-    python -m experiments.bench_sim                                  # all of it (minutes)
-    python -m experiments.bench_sim --prompts 64 --full-runs 0       # the ratio at P = 64
-    python -m experiments.bench_sim --full-steps 100 --profile
+    python -m experiments.bench.sim                                  # all of it (minutes)
+    python -m experiments.bench.sim prompts=64 full_runs=0           # the ratio at P = 64
+    python -m experiments.bench.sim full_steps=100 profile=true
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import pstats
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import attrs
 import torch
 
+from algorithms.registry import integer
+from experiments.cli import parse_args
 from experiments.sim import BatchedSimulator, grid, run_sweep
-from experiments.sim.components import build_trainer, compose_config
 from experiments.sim.sweep import torch_threads
+from experiments.training.build import build_trainer, compose_config
 
 
 def run_configs(args, runs: int, steps: int) -> list[dict]:
@@ -118,24 +119,40 @@ def profile(args) -> None:
     print("\n".join(line for line in out.getvalue().splitlines() if line.strip()))
 
 
+@attrs.frozen
+class SimBenchOptions:
+    algo: str = "grpo_hadw"
+    """Algorithm preset."""
+    prompts: int = attrs.field(default=1024, validator=integer(1))
+    """P, prompts per step."""
+    bank: int | None = attrs.field(default=None, validator=attrs.validators.optional(integer(1)))
+    """env.num_prompts (default: P, every prompt each step)."""
+    group: int = attrs.field(default=8, validator=integer(2))
+    """G."""
+    runs: int = attrs.field(default=16, validator=integer(0))
+    """R for the ratio (0: skip it)."""
+    steps: int = attrs.field(default=30, validator=integer(1))
+    """Steps for the ratio."""
+    repeats: int = attrs.field(default=3, validator=integer(1))
+    """Timings per side for the ratio, the best kept."""
+    threads: int = attrs.field(default=1, validator=integer(1))
+    """Torch threads per process."""
+    full_runs: int = attrs.field(default=100, validator=integer(0))
+    """Runs of the full sweep (0: skip it)."""
+    full_steps: int = attrs.field(default=1000, validator=integer(1))
+    """Steps of the full sweep."""
+    workers: int = attrs.field(default=2, validator=integer(1))
+    """Worker processes of the full sweep."""
+    profile: bool = False
+    """Profile the single-run Trainer too."""
+    profile_steps: int = attrs.field(default=20, validator=integer(1))
+    """Steps profiled."""
+    profile_top: int = attrs.field(default=15, validator=integer(1))
+    """cProfile entries shown."""
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench_sim", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--algo", default="grpo_hadw", help="algorithm preset (default grpo_hadw)")
-    parser.add_argument("--prompts", type=int, default=1024, help="P, prompts per step (default 1024)")
-    parser.add_argument("--bank", type=int, default=None, help="env.num_prompts (default: P, every prompt each step)")
-    parser.add_argument("--group", type=int, default=8, help="G (default 8)")
-    parser.add_argument("--runs", type=int, default=16, help="R for the ratio (default 16)")
-    parser.add_argument("--steps", type=int, default=30, help="steps for the ratio (default 30)")
-    parser.add_argument("--repeats", type=int, default=3, help="timings per side for the ratio, best kept (default 3)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
-    parser.add_argument("--full-runs", type=int, default=100, help="runs of the full sweep (0: skip; default 100)")
-    parser.add_argument("--full-steps", type=int, default=1000, help="steps of the full sweep (default 1000)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes for the full sweep (default 2)")
-    parser.add_argument("--profile", action="store_true", help="profile the single-run Trainer too")
-    parser.add_argument("--profile-steps", type=int, default=20)
-    parser.add_argument("--profile-top", type=int, default=15)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args, _ = parse_args(argv, SimBenchOptions, "python -m experiments.bench.sim", __doc__)
     if args.runs > 0:
         ratio(args)
     if args.full_runs > 0:

@@ -1,6 +1,6 @@
 """Benchmark: verify_batch against sequential loops, same run; agreement with math-verify.
 
-    python -m experiments.bench_verify [--data-dir ../shared/data] [--workload solutions] [--workers N]
+    python -m experiments.bench.verify [data_dir=DIR] [workload=solutions|mismatched|agreement] [workers=N]
 
 Times three ways of verifying one workload:
   baseline    a sequential loop over math-verify (parse both, verify), as a plain script does
@@ -10,14 +10,14 @@ and prints the speed-up ratios, where the batch decided its items (here or in th
 and whether batch and loop agree. Workloads: ``solutions`` (each MATH500 reference solution
 against its answer: mostly cheap items), ``mismatched`` (each answer boxed against the next
 row's answer: mostly sympy items), ``agreement`` (the pair set below). Each timing is the best
-of interleaved samples (the machine may be shared): ``--trials`` of the baseline, and as many
+of interleaved samples (the machine may be shared): ``trials`` of the baseline, and as many
 of the loop and the batch as fit in the same time; a sample repeats a fast method for at
 least 0.2 s. The workers' speed-up needs idle cores: where other sessions keep the cores busy,
 Linux's autogroup scheduler gives all processes of one session (the workers too) one fair
 share. The batch verifies sympy items in this process only where its hash seed is the
 workers' (``PYTHONHASHSEED=0``); otherwise in the workers.
 
-Then, on a fixed set of pairs built from the benchmark files (``experiments.verify_agreement``:
+Then, on a fixed set of pairs built from the benchmark files (``experiments.bench.agreement``:
 references, boxed and unboxed renderings, distractors, whole solutions), it prints the share of
 pairs where ``verify_batch`` and math-verify's default ``parse`` / ``verify`` agree, and every
 disagreement with its reason.
@@ -25,15 +25,17 @@ disagreement with its reason.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
 import time
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+import attrs
 
+from algorithms.registry import ge, integer, one_of
+from experiments.cli import parse_args
+from rlvr_env.datasets import default_data_dir
 
 def sample(fn, passes: int) -> float:
     """Seconds per call of ``fn``, over ``passes`` calls."""
@@ -45,7 +47,7 @@ def sample(fn, passes: int) -> float:
 
 def workload(name: str, data_dir: Path, repeat: int) -> tuple[list[str], list[str]]:
     """(completions, answers) of a workload."""
-    from experiments.verify_agreement import agreement_pairs
+    from experiments.bench.agreement import agreement_pairs
     from rlvr_env import load_jsonl
 
     if name == "agreement":
@@ -58,28 +60,36 @@ def workload(name: str, data_dir: Path, repeat: int) -> tuple[list[str], list[st
     return [f"\\boxed{{{answers[(i + 1) % len(rows)]}}}" for i in range(len(rows))], answers
 
 
+@attrs.frozen
+class VerifyBenchOptions:
+    data_dir: str | None = None
+    """The benchmark files (default: rlvr_env.datasets.default_data_dir(): RLVR_DATA_DIR, else
+    ../shared/data beside the checkout)."""
+    workers: int = attrs.field(factory=lambda: os.cpu_count() or 1, validator=integer(1))
+    """Worker processes of the pool (default: one per core)."""
+    repeat: int = attrs.field(default=1, validator=integer(1))
+    """Repeat the item list (a larger workload)."""
+    trials: int = attrs.field(default=5, validator=integer(1))
+    """Timed runs of each method; the best is reported."""
+    workload: str = attrs.field(default="solutions", validator=one_of("solutions", "mismatched", "agreement"))
+    """solutions: each MATH500 reference solution vs its answer (mostly cheap items); mismatched:
+    each answer boxed against the next row's answer (mostly sympy); agreement: the agreement pair set."""
+    in_process_seconds: float = attrs.field(default=1.0, validator=ge(0.0))
+    """VerifierPool's in_process_seconds; 0 sends every sympy item to the workers."""
+    agreement: bool = True
+    """Then the agreement report."""
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench_verify", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA), help="the benchmark files (default: ../shared/data)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count())
-    parser.add_argument("--repeat", type=int, default=1, help="repeat the item list (a larger workload)")
-    parser.add_argument("--trials", type=int, default=5, help="timed runs of each method; the best is reported")
-    parser.add_argument("--workload", choices=("solutions", "mismatched", "agreement"), default="solutions",
-                        help="solutions: each MATH500 reference solution vs its answer (mostly cheap items); "
-                             "mismatched: each answer boxed against the next row's answer (mostly sympy); "
-                             "agreement: the agreement pair set")
-    parser.add_argument("--in-process-seconds", type=float, default=1.0,
-                        help="VerifierPool's in_process_seconds; 0 sends every sympy item to the workers")
-    parser.add_argument("--no-agreement", action="store_true", help="skip the agreement report")
-    args = parser.parse_args(argv)
+    args, _ = parse_args(argv, VerifyBenchOptions, "python -m experiments.bench.verify", __doc__)
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # its per-item timeout warnings
 
-    from experiments.verify_agreement import agreement, agreement_pairs, math_verify_gold, print_agreement
+    from experiments.bench.agreement import agreement, agreement_pairs, math_verify_gold, print_agreement
     from math_verify import parse, verify as mv_verify
     from rlvr_env.verifier import verify_here
     from rlvr_env.verifier_pool import VerifierPool
 
-    data_dir = Path(args.data_dir)
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     completions, answers = workload(args.workload, data_dir, args.repeat)
     methods = {
         "baseline": lambda: [float(bool(mv_verify(parse(math_verify_gold(a)), parse(c)))) for c, a in zip(completions, answers)],
@@ -103,7 +113,7 @@ def main(argv=None) -> dict:
                 if name == "batch":
                     ways = {k: v + pool.last_counts[k] for k, v in ways.items()}
         rates = {k: f"{1000 * v:.1f} ms" if v is not None else "-" for k, v in pool.seconds_per_item.items()}
-        pairs = [] if args.no_agreement else agreement_pairs(data_dir)
+        pairs = agreement_pairs(data_dir) if args.agreement else []
         verdicts = [v.reward for v in pool.map([p.completion for p in pairs], [p.reference for p in pairs])]
 
     n = len(completions)

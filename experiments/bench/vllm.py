@@ -1,21 +1,21 @@
 """Benchmark: generation with vLLM against transformers, and the weight push in a real training step.
 
     bash .ci/vllm --version   # once: makes .venv-vllm
-    .venv-vllm/bin/python -m experiments.bench_vllm [--prompts 8] [--n 8] [--tokens 64] [--hidden 64] [--layers 2]
+    .venv-vllm/bin/python -m experiments.bench.vllm [prompts=8] [n=8] [tokens=64] [hidden=64] [layers=2]
 
 Part 1, the engine. Same tiny Qwen3 (float32, CPU), same P arithmetic prompts, n samples each,
-exactly ``--tokens`` new tokens per sample (eos ignored), sampling at temperature 1 with the
+exactly ``tokens`` new tokens per sample (eos ignored), sampling at temperature 1 with the
 sampled tokens' log-probs returned by both:
   hf    ``model.generate`` (KV cache, left-padded batch of P * n rows, ``output_logits``)
   vllm  ``VllmEngine.generate`` (in-process vLLM, paged KV cache)
-Each is timed ``--repeat`` times after a warm-up; medians are printed, with the ratio, and the
+Each is timed ``repeat`` times after a warm-up; medians are printed, with the ratio, and the
 largest gap between the engine's log-probs of its samples and transformers' (teacher forcing). Then
-``push_weights`` of the whole model (median of ``--repeat``), and its share of a proxy RL step:
+``push_weights`` of the whole model (median of ``repeat``), and its share of a proxy RL step:
 vLLM generation + one forward/backward/SGD step of the transformers model on the generated
 batch + the push.
 
-Part 2, the policy and the trainer (``--step-prompts`` x ``--step-group`` responses of exactly
-``--step-tokens`` tokens, ``policy=tiny-qwen3`` at random init, ``env=arithmetic``,
+Part 2, the policy and the trainer (``step_prompts`` x ``step_group`` responses of exactly
+``step_tokens`` tokens, ``policy=tiny-qwen3`` at random init, ``env=arithmetic``,
 ``algo=grpo_hadw``): the generation of ``HFPolicy.sample`` with ``policy.sampler=hf`` (our
 KV-cache loop) and ``policy.sampler=vllm``, then whole ``Trainer.train_step`` calls of both
 (sampling, the recomputed ``old_logp``, rewards, update, and for vLLM the push in
@@ -25,13 +25,17 @@ first, before the engine exists in the process, as in a ``policy.sampler=hf`` ru
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
+import attrs
+
+from algorithms.registry import integer
+from experiments.cli import parse_args
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:
@@ -45,21 +49,36 @@ def timed(fn, repeat: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+@attrs.frozen
+class VllmBenchOptions:
+    prompts: int = attrs.field(default=8, validator=integer(1))
+    """Part 1: prompts."""
+    n: int = attrs.field(default=8, validator=integer(1))
+    """Part 1: samples per prompt."""
+    tokens: int = attrs.field(default=64, validator=integer(1))
+    """Part 1: new tokens per sample."""
+    hidden: int = attrs.field(default=64, validator=integer(1))
+    """Part 1: hidden size of the tiny model."""
+    layers: int = attrs.field(default=2, validator=integer(1))
+    """Part 1: decoder layers of the tiny model."""
+    repeat: int = attrs.field(default=3, validator=integer(1))
+    """Timings per side, the best kept."""
+    model_dir: str | None = None
+    """Where to build the model (default: a temporary folder)."""
+    step_prompts: int = attrs.field(default=16, validator=integer(1))
+    """Part 2: prompts per step."""
+    step_group: int = attrs.field(default=8, validator=integer(2))
+    """Part 2: responses per prompt."""
+    step_tokens: int = attrs.field(default=16, validator=integer(1))
+    """Part 2: tokens per response."""
+    steps: int = attrs.field(default=3, validator=integer(1))
+    """Part 2: timed training steps per sampler."""
+    skip_engine: bool = False
+    """Part 2 only."""
+
+
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench_vllm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--n", type=int, default=8, help="samples per prompt")
-    parser.add_argument("--tokens", type=int, default=64, help="new tokens per sample")
-    parser.add_argument("--hidden", type=int, default=64, help="hidden size of the tiny model")
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--model-dir", default=None, help="where to build the model (default: a temporary folder)")
-    parser.add_argument("--step-prompts", type=int, default=16, help="part 2: prompts per step")
-    parser.add_argument("--step-group", type=int, default=8, help="part 2: responses per prompt")
-    parser.add_argument("--step-tokens", type=int, default=16, help="part 2: tokens per response")
-    parser.add_argument("--steps", type=int, default=3, help="part 2: timed training steps per sampler")
-    parser.add_argument("--skip-engine", action="store_true", help="part 2 only")
-    args = parser.parse_args(argv)
+    args, _ = parse_args(argv, VllmBenchOptions, "python -m experiments.bench.vllm", __doc__)
     warnings.filterwarnings("ignore", category=FutureWarning)  # vLLM's own deprecation noise
 
     root = Path(args.model_dir or tempfile.mkdtemp(prefix="bench_vllm_"))
@@ -71,12 +90,12 @@ def engine_part(args, root: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from policies.tiny import build_tiny_qwen3
-    from policies.vllm_engine import VllmEngine
+    from policies.hf.tiny import build_tiny_qwen3
+    from policies.hf.samplers.vllm.engine import VllmEngine
     from rlvr_env import arithmetic_problems, format_prompt
 
     path = build_tiny_qwen3(root / f"tiny-h{args.hidden}-l{args.layers}", hidden_size=args.hidden,
-                            intermediate_size=2 * args.hidden, num_layers=args.layers)
+                            intermediate_size=2 * args.hidden, num_hidden_layers=args.layers)
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     texts = [format_prompt(p, "boxed") for p in arithmetic_problems(args.prompts, seed=0)]
@@ -150,7 +169,7 @@ def trainer_part(args, root: Path) -> dict:
     """Policy sampling and real training steps, ``policy.sampler=hf`` then ``vllm``."""
     import torch
 
-    from experiments.config import build_trainer, compose_config
+    from experiments.training.build import build_trainer, compose_config
 
     p, g, length = args.step_prompts, args.step_group, args.step_tokens
     common = ["policy=tiny-qwen3", "env=arithmetic", "algo=grpo_hadw", f"policy.model_path={root / 'tiny-qwen3'}",
@@ -167,7 +186,7 @@ def trainer_part(args, root: Path) -> dict:
         policy, prompts = trainer.policy, trainer.task.sample_prompts(p)
         generate = functools.partial(sample_tokens, policy, prompts, g, length)
         gen[sampler], out = timed(generate, args.repeat)
-        assert out[1].sum().item() == tokens, "every response should have exactly --step-tokens tokens"
+        assert out[1].sum().item() == tokens, "every response should have exactly step_tokens tokens"
         trainer.train_step()  # warm-up
         times, values = [], []
         for _ in range(args.steps):
@@ -175,14 +194,14 @@ def trainer_part(args, root: Path) -> dict:
             values.append(trainer.train_step())
             times.append(time.perf_counter() - start)
             if sampler == "vllm":
-                push.append(policy.vllm.push_seconds)
+                push.append(policy.sampler.push_seconds)
         step[sampler] = statistics.median(times)
         phases[sampler] = "  ".join(f"{k[5:-2]} {statistics.median(v[k] for v in values):.3f} s"
                                     for k in ("time/sample_s", "time/reward_s", "time/update_s"))
         if sampler == "vllm":
             mismatch = trainer.history[-1]["sampler/logp_abs_diff"]
             start_s = built
-            policy.vllm.close()
+            policy.sampler.close()
     push_s = statistics.median(push)
     print(f"part 2, policy + trainer. tiny-qwen3 (hidden 128, 4 layers), {p} prompts x {g} responses x {length} "
           f"tokens = {tokens:,} tokens per step; torch threads {torch.get_num_threads()}")
@@ -209,10 +228,8 @@ def sample_tokens(policy, prompts, group_size: int, length: int) -> tuple:
 
     ids = [policy.encode(t) for t in prompts.texts]
     generator = torch.Generator().manual_seed(0)
-    if policy.vllm is None:
-        return policy._generate(*left_pad(ids, policy.tokenizer.pad_token_id), group_size, generator)
-    return policy.vllm.sample(ids, group_size, generator, max_new_tokens=length, temperature=1.0, top_k=0, top_p=1.0,
-                              min_new_tokens=length, stop_ids=policy.stop_ids, pad_id=policy.tokenizer.pad_token_id)
+    out = policy.sampler.sample(policy, ids, *left_pad(ids, policy.tokenizer.pad_token_id), group_size, generator)
+    return out.tokens, out.mask
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""The papers' claims as experiments: ``python -m experiments.claims [a b ... | all] --out DIR``.
+"""The papers' claims as experiments: ``python -m experiments.claims names=[a,b,...]|all out=DIR``.
 
-    python -m experiments.claims all --out runs/claims          # the tabular suite a-f
-    python -m experiments.claims all --out runs/claims --report docs/report   # and the report
-    python -m experiments.claims g --out runs/claims            # tiny-qwen3 on arithmetic (slow on a CPU)
-    python -m experiments.claims a --out /tmp/c --seeds 2 -- train.steps=5   # quick check, extra overrides
-    python -m experiments.report --runs runs/claims --out docs/report
+    python -m experiments.claims names=all out=runs/claims           # the tabular suite a-f
+    python -m experiments.claims names=all out=runs/claims report=docs/report   # and the report
+    python -m experiments.claims names=g out=runs/claims             # tiny-qwen3 on arithmetic (slow on a CPU)
+    python -m experiments.claims names=a out=/tmp/c seeds=2 train.steps=5   # quick check, run-config overrides
+    python -m experiments.claims.report runs=runs/claims out=docs/report
 
 Each experiment (``EXPERIMENTS``) names its settings (label -> Hydra overrides), seeds and
 the rule that turns its runs into rows of the claim table (``rules.ASSESS``). Runs go
@@ -14,7 +14,7 @@ processes (``runner``). Every run writes ``DIR/<experiment>/<label>,seed=<s>/``
 (config.yaml, TensorBoard events); batched runs also log ``modes/*`` and ``pass@k/*``
 (exact, from the answer table: ``runner.probe``). ``DIR/<experiment>/experiment.json``
 lists the runs, ``DIR/suite.json`` the wall times; running an experiment again replaces its
-runs. ``experiments.report`` builds the claim table and the figures from those files.
+runs. ``experiments.claims.report`` builds the claim table and the figures from those files.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import copy
 import attrs
 
 from experiments.sim import RunSpec
-from experiments.sim.components import compose_config
+from experiments.training.build import compose_config
 
 PASS_K = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 SEEDS = 10
@@ -65,7 +65,7 @@ class Experiment:
     """Sizes and choices, for the report."""
 
     def command(self) -> str:
-        return f"python -m experiments.claims {self.name} --out runs/claims"
+        return f"python -m experiments.claims names={self.name} out=runs/claims"
 
     def specs(self, seeds: int | None = None, extra: tuple[str, ...] = ()) -> list[RunSpec]:
         """One RunSpec per label and seed (name ``<experiment>/<label>,seed=<s>``), and the trainer runs."""

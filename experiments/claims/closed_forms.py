@@ -1,7 +1,7 @@
 """Figures, tables and a report on the bias of group-relative advantages.
 
-    python -m experiments.theory                 # writes theory/ (PNG, CSV, report.md)
-    python -m experiments.theory --out DIR --mc-groups 200000 --seed 0
+    python -m experiments.claims.closed_forms                 # writes theory/ (PNG, CSV, report.md)
+    python -m experiments.claims.closed_forms out=DIR mc_groups=200000 seed=0
 
 Everything comes from ``algorithms.theory``: closed forms (sums over R) and Monte-Carlo
 simulations of reward groups. Runs in well under a minute on a CPU.
@@ -9,7 +9,6 @@ simulations of reward groups. Runs in well under a minute on a CPU.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 import time
@@ -22,7 +21,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+import attrs  # noqa: E402
+
 from algorithms import theory as T  # noqa: E402
+from algorithms.registry import integer  # noqa: E402
+from experiments.cli import parse_args  # noqa: E402
 
 GROUP_SIZES = (2, 4, 8, 16)
 P_GRID = np.linspace(0.0, 1.0, 201)
@@ -36,9 +39,10 @@ def write_csv(path: Path, header: list[str], rows) -> None:
         w.writerows(rows)
 
 
-def save(fig, path: Path) -> None:
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """A matplotlib figure to ``path`` (PNG), then closed."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
@@ -58,7 +62,7 @@ def figure_bias(out: Path, mc_groups: int, seed: int) -> str:
            title="Theorem 1: bias of the group baseline on non-degenerate groups")
     ax.plot([], [], "o", color="k", ms=3, label="Monte Carlo (±2 SE)")
     ax.legend(fontsize=8)
-    save(fig, out / "bias_vs_p.png")
+    save_figure(fig, out / "bias_vs_p.png")
     write_csv(out / "bias_vs_p.csv", ["G", "p", "closed_form", "monte_carlo", "mc_stderr"], rows)
     return ("bias_vs_p.png", "E[p_hat | S] - p against p for G = 2, 4, 8, 16: positive (advantage "
             "under-estimated) for hard prompts, negative for easy ones, largest for small groups; dots are simulations.")
@@ -79,7 +83,7 @@ def table_corollary1(out: Path) -> tuple[str, str]:
     ax.set(xlabel="group size G", ylabel="P(p_hat > p | S)  (= P(A_hat < A | S))",
            title="Corollary 1: probability that the advantage is under-estimated")
     ax.legend(fontsize=8)
-    save(fig, out / "corollary1.png")
+    save_figure(fig, out / "corollary1.png")
     return "\n".join(md), ("corollary1.png", "P(p_hat > p | S) averaged over p ~ U(a, b), exact: above 1/2 for hard "
                                              "ranges, below for easy ones, tending to 1/2 as G grows.")
 
@@ -95,7 +99,7 @@ def figure_tail(out: Path) -> str:
     axes[1].set(xlabel="eps", ylabel="P(A_hat - A > eps | S)", title="Theorem 2 mirror, easy prompts (G = 8)")
     for ax in axes:
         ax.legend(fontsize=8)
-    save(fig, out / "tail_probability.png")
+    save_figure(fig, out / "tail_probability.png")
     return ("tail_probability.png", "Theorem 2: the probability that the advantage error exceeds eps, for hard "
                                     "(under-estimation) and easy (over-estimation) prompts; steps at multiples of 1/G.")
 
@@ -120,7 +124,7 @@ def figure_nonbinary(out: Path, mc_groups: int, seed: int) -> str:
     for ax in axes:
         ax.axhline(0, color="gray", lw=0.8)
         ax.legend(fontsize=8)
-    save(fig, out / "nonbinary_bias.png")
+    save_figure(fig, out / "nonbinary_bias.png")
     write_csv(out / "nonbinary_bias.csv", ["rewards", "sigma", "mean_reward", "bias", "stderr"], rows)
     return ("nonbinary_bias.png", "Bounded continuous rewards, conditioned on S_sigma = {max r - min r > sigma} "
                                   "(Theorem 4): no bias at sigma = 0 (almost every group updates), the same sign "
@@ -144,7 +148,7 @@ def figure_fixes(out: Path, g: int = 8, anchor: float = 0.5) -> str:
         ax.axhline(0, color="gray", lw=0.8)
         ax.set(xlabel="success rate p", ylabel="E[reweighted A_hat | S] - A", title=f"{what}, G = {g}, anchor C = {anchor}")
     axes[0].legend(fontsize=7)
-    save(fig, out / "fixes_bias.png")
+    save_figure(fig, out / "fixes_bias.png")
     write_csv(out / "fixes_bias.csv", ["method", "reward", "p", "bias"], rows)
     # where each fix reduces |bias| relative to GRPO, on both reward outcomes
     base = {r: np.abs(T.corrected_bias(ps, g, r)) for r in (0, 1)}
@@ -173,20 +177,24 @@ def figure_rare_mode(out: Path, mc_groups: int, seed: int, mu: float = 0.6) -> s
            title=f"F-GRPO: tail-miss probability, total success mu = {mu}")
     ax.plot([], [], "o", color="k", ms=3, label="Monte Carlo (±2 SE)")
     ax.legend(fontsize=8)
-    save(fig, out / "rare_mode_miss.png")
+    save_figure(fig, out / "rare_mode_miss.png")
     write_csv(out / "rare_mode_miss.csv", ["tau", "N", "probability"], rows)
     return ("rare_mode_miss.png", "The probability that a group still produces a gradient while missing a rare correct "
                                   "mode: non-monotonic in N, worst at moderate group sizes.")
 
 
+@attrs.frozen
+class FiguresOptions:
+    out: str = "theory"
+    """Output folder."""
+    mc_groups: int = attrs.field(default=200_000, validator=integer(1000))
+    """Simulated groups per Monte-Carlo point."""
+    seed: int = 0
+    """Monte-Carlo seed."""
+
+
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m experiments.theory", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="theory", help="output folder (default: theory/)")
-    parser.add_argument("--mc-groups", type=int, default=200_000, help="simulated groups per Monte-Carlo point")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.mc_groups < 1000:
-        parser.error("--mc-groups must be >= 1000")
+    args, _ = parse_args(argv, FiguresOptions, "python -m experiments.claims.closed_forms", __doc__)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -205,7 +213,7 @@ def main(argv: list[str] | None = None) -> Path:
             corollary, result = result
         figures.append(result)
     report = ["# The bias of group-relative advantages", "",
-              "Generated by `python -m experiments.theory` from `algorithms/theory.py` "
+              "Generated by `python -m experiments.claims.closed_forms` from `algorithms/theory.py` "
               f"({args.mc_groups} simulated groups per Monte-Carlo point, seed {args.seed}).", "",
               "## Figures", ""]
     report += [f"- `{name}`: {line}" for name, line in figures]

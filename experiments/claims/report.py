@@ -1,4 +1,4 @@
-"""The claims report: ``python -m experiments.report --runs runs/claims --out docs/report``.
+"""The claims report: ``python -m experiments.claims.report runs=runs/claims out=docs/report``.
 
 Reads the runs of ``python -m experiments.claims`` (each experiment's ``experiment.json``
 and its runs' TensorBoard events) and writes ``OUT/README.md`` with PNG figures: the claim
@@ -11,12 +11,11 @@ gets its command instead ("not run").
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
+import attrs
 import matplotlib
 
 matplotlib.use("Agg")
@@ -26,19 +25,22 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from algorithms import theory as T
 from experiments.claims import ANCHORS, EXPERIMENTS, LAMBDAS, PASS_K
+from experiments.claims.closed_forms import save_figure
 from experiments.claims.rules import ASSESS, Estimate, Row, Runs
+from experiments.cli import fail, parse_args
 from experiments.sim import History
+from experiments.training import metrics as M
+from rlvr_env.bank import BUCKETS
 
-BUCKETS = ("hard", "medium", "easy")
 # Final values shown in each experiment's table (tag, last: 1 = final step, 0 = mean over steps).
 TABLE = {
-    "a": [*((f"accuracy/{b}", 1) for b in ("all", *BUCKETS)), ("loss/clip_frac", 0)],
-    "b": [(f"accuracy/{b}", 1) for b in ("all", *BUCKETS)],
-    "c": [("accuracy/all", 1), ("accuracy/hard", 1)],
-    "d": [("accuracy/all", 1), ("accuracy/hard", 1), ("hadw/belief", 1)],
+    "a": [*((tag, 1) for tag in M.EXACT_ACCURACY), (M.CLIP_FRAC, 0)],
+    "b": [(tag, 1) for tag in M.EXACT_ACCURACY],
+    "c": [(M.EXACT_ACCURACY[0], 1), (M.EXACT_ACCURACY[1], 1)],
+    "d": [(M.EXACT_ACCURACY[0], 1), (M.EXACT_ACCURACY[1], 1), (M.BELIEF, 1)],
     "e": [("pass@k/1", 1), ("pass@k/16", 1), ("pass@k/256", 1), ("modes/rare_mass", 1), ("modes/unsampled_correct", 1)],
-    "f": [("accuracy/all", 1), ("accuracy/all", 0), ("modes/unsampled_correct", 1), ("pass@k/256", 1)],
-    "g": [("eval/accuracy", 1), ("response/length_mean", 0)],
+    "f": [(M.EXACT_ACCURACY[0], 1), (M.EXACT_ACCURACY[0], 0), ("modes/unsampled_correct", 1), ("pass@k/256", 1)],
+    "g": [(M.EVAL_ACCURACY, 1), ("response/length_mean", 0)],
 }
 
 
@@ -111,13 +113,12 @@ def panels(runs: Runs, labels: list[str], tags: list[str], titles: list[str], yl
         ax.set(title=title, xlabel="step")
     axes[0][0].set_ylabel(ylabel)
     axes[0][0].legend(fontsize=7)
-    return save(fig, out, name)
+    return save_named(fig, out, name)
 
 
-def save(fig, out: Path, name: str) -> str:
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=80)
-    plt.close(fig)
+def save_named(fig, out: Path, name: str) -> str:
+    """The figure as ``out/name`` (a report's resolution); returns ``name``."""
+    save_figure(fig, out / name, dpi=80)
     return name
 
 
@@ -138,7 +139,7 @@ def figures_a(runs: Runs, out: Path) -> list[tuple[str, str]]:
     for ax in axes:
         ax.set(xlabel="step")
         ax.legend(fontsize=7)
-    figs.append((save(fig, out, "a_belief.png"), ("HA-DW's anchor: the belief C_t follows the batch accuracy y_t with the "
+    figs.append((save_named(fig, out, "a_belief.png"), ("HA-DW's anchor: the belief C_t follows the batch accuracy y_t with the "
                  "gain eta_t (grpo_hadw, mean and 95% band over seeds).")))
     hist = runs.histograms.get("grpo_hadw")
     if hist:
@@ -148,7 +149,7 @@ def figures_a(runs: Runs, out: Path) -> list[tuple[str, str]]:
             ax.stairs(counts / max(counts.sum(), 1), np.r_[edges, limits[-1]], label=f"step {step}")
         ax.set(xlabel="Phi (weight of a response's advantage)", ylabel="share of responses")
         ax.legend(fontsize=7)
-        figs.append((save(fig, out, "a_phi.png"), ("The distribution of HA-DW's weight Phi = lambda exp(D M) over the responses "
+        figs.append((save_named(fig, out, "a_phi.png"), ("The distribution of HA-DW's weight Phi = lambda exp(D M) over the responses "
                      "of mixed groups (lambda 1.5; one single-run Trainer, seed 0): weights below 1.5 damp the "
                      "advantages the bias inflates, weights above raise the ones it shrinks.")))
     return figs
@@ -174,7 +175,7 @@ def figures_c(runs: Runs, out: Path) -> list[tuple[str, str]]:
         ax.set(title=opt, xlabel="lambda_scale")
         ax.legend(fontsize=7)
     axes[0].set_ylabel("final exact accuracy")
-    return [(save(fig, out, "c_lambda.png"), ("Claim (c), lambda_scale best at 1.3-1.5: final accuracy against lambda_scale "
+    return [(save_named(fig, out, "c_lambda.png"), ("Claim (c), lambda_scale best at 1.3-1.5: final accuracy against lambda_scale "
              "under Adam and SGD (mean and 95% CI over seeds)."))]
 
 
@@ -191,7 +192,7 @@ def figures_d(runs: Runs, out: Path) -> list[tuple[str, str]]:
     band(axes[1], runs, "none", "accuracy/batch", "batch accuracy (none)")
     axes[1].set(xlabel="step", ylabel="anchor")
     axes[1].legend(fontsize=7)
-    return [(save(fig, out, "d_anchor.png"), ("Claim (d), the dynamic anchor is best and fixed anchors beat none: final "
+    return [(save_named(fig, out, "d_anchor.png"), ("Claim (d), the dynamic anchor is best and fixed anchors beat none: final "
              "accuracy per anchor (95% CI) and the anchors over steps."))]
 
 
@@ -207,7 +208,7 @@ def figures_e(runs: Runs, out: Path) -> list[tuple[str, str]]:
         axes[1].plot(g, T.rare_mode_miss_probability(g, 0.5, tau), label=f"tau = {tau}")
     axes[1].set(xscale="log", xlabel="group size G", ylabel="P(mixed, rare mode missed)", title="mu = 0.5")
     axes[1].legend(fontsize=7)
-    figs = [(save(fig, out, "e_passk.png"), ("Claim (e), F-GRPO raises pass@k for large k and keeps pass@1: exact pass@k "
+    figs = [(save_named(fig, out, "e_passk.png"), ("Claim (e), F-GRPO raises pass@k for large k and keeps pass@1: exact pass@k "
              "after training (mean and 95% CI over seeds); right, the miss probability of a rare correct mode "
              "(closed form), rising then falling in G."))]
     figs.append((panels(runs, ["grpo", "grpo_focal"], ["accuracy/all", "modes/rare_mass", "modes/unsampled_correct"],
@@ -239,6 +240,12 @@ FIGURES = {"a": figures_a, "b": figures_b, "c": figures_c, "d": figures_d, "e": 
 # ----------------------------------------------------------------- the page
 
 
+def names_value(key: str) -> str:
+    """``names=`` of the claims command that ran the experiments ``key`` ("a b c": [a,b,c])."""
+    names = key.split()
+    return names[0] if len(names) == 1 else "[" + ",".join(names) + "]"
+
+
 def cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -263,10 +270,10 @@ def build(runs_dir: Path, out: Path) -> list[Row]:
     """Write ``out/README.md`` and its figures from ``runs_dir``; returns the claim rows."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
-        raise FileNotFoundError(f"runs directory {runs_dir} does not exist (python -m experiments.claims all --out {runs_dir})")
+        raise FileNotFoundError(f"runs directory {runs_dir} does not exist (python -m experiments.claims names=all out={runs_dir})")
     present = [name for name in EXPERIMENTS if (runs_dir / name / "experiment.json").is_file()]
     if not present:
-        raise FileNotFoundError(f"{runs_dir}: no experiment results (python -m experiments.claims all --out {runs_dir})")
+        raise FileNotFoundError(f"{runs_dir}: no experiment results (python -m experiments.claims names=all out={runs_dir})")
     out.mkdir(parents=True, exist_ok=True)
     suite = json.loads((runs_dir / "suite.json").read_text()) if (runs_dir / "suite.json").is_file() else {}
     rows, sections = [], []
@@ -284,14 +291,14 @@ def build(runs_dir: Path, out: Path) -> list[Row]:
         for file, caption in FIGURES[name](runs, out):
             lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]
         sections.append(lines)
-    timing = "; ".join(f"`python -m experiments.claims {k} --out {runs_dir}`: {v['seconds']:.0f} s wall on {v['workers']} "
+    timing = "; ".join(f"`python -m experiments.claims names={names_value(k)} out={runs_dir}`: {v['seconds']:.0f} s wall on {v['workers']} "
                        f"worker(s)" for k, v in suite.items())
     disagree = [f"- ({r.experiment}) {r.claim}: **{r.holds}**. Ours {r.ours}; paper: {r.paper_number}." + (f" {r.note}." if r.note else "")
                 for r in rows if r.holds != "yes" or r.note]
     page = ["# The papers' claims on the simulator", "",
-            (f"Built by `python -m experiments.report --runs {runs_dir} --out {out}` from the runs of "
+            (f"Built by `python -m experiments.claims.report runs={runs_dir} out={out}` from the runs of "
             f"`python -m experiments.claims` ({timing or 'wall time not recorded'}); "
-            f"`python -m experiments.claims all --out {runs_dir} --report {out}` does both. Every number is a mean over seeds "
+            f"`python -m experiments.claims names=all out={runs_dir} report={out}` does both. Every number is a mean over seeds "
             "with its 95% t-interval; differences are paired by seed. *holds?* is computed from the interval: **yes** "
             "when it excludes zero in the claimed direction, **no** when it excludes zero the other way or lies within "
             "±0.1 points (no effect), **unclear** otherwise (experiments/claims/rules.py)."), "",
@@ -303,15 +310,20 @@ def build(runs_dir: Path, out: Path) -> list[Row]:
     return rows
 
 
+@attrs.frozen
+class ReportOptions:
+    runs: str = "runs/claims"
+    """The runs of ``python -m experiments.claims``."""
+    out: str = "docs/report"
+    """Output folder (README.md and figures)."""
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", default="runs/claims", help="runs of python -m experiments.claims (default runs/claims)")
-    parser.add_argument("--out", default="docs/report", help="output folder (default docs/report)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args, _ = parse_args(argv, ReportOptions, "python -m experiments.claims.report", __doc__)
     try:
         rows = build(Path(args.runs), Path(args.out))
     except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+        fail(str(e))
     print(f"{len(rows)} claims, {sum(r.holds == 'yes' for r in rows)} hold: {Path(args.out) / 'README.md'}")
 
 

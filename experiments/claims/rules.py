@@ -18,7 +18,7 @@ import numpy as np
 from algorithms import theory as T
 from experiments.claims import ANCHORS, BASES, DEFAULT_RUN, LAMBDAS
 from experiments.sim import History
-from experiments.stats import mean_ci
+from experiments.compare.stats import mean_ci
 
 NEGLIGIBLE = 1e-3
 """Effects whose whole 95% interval lies within +-0.1 accuracy points count as none."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import shutil
@@ -14,13 +13,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
+
+import attrs
 
 from algorithms import ConfigError
+from algorithms.registry import integer
 from experiments.claims import EXPERIMENTS, PASS_K
 from experiments.claims.rules import ASSESS, Row
+from experiments.cli import fail, parse_args
 from experiments.sim import BatchedSimulator, History, plan
-from experiments.sim.sweep import Job, _worker_init, run_job
+from experiments.sim.sweep import Job, run_job, worker_init
+from experiments.training.lifecycle import RunDirectory
 
 
 def probe(sim: BatchedSimulator) -> dict[str, torch.Tensor]:
@@ -57,9 +60,9 @@ def run_claim_job(job: Job, out: str) -> list[tuple[str, float]]:
     keys = list(probes[0])
     table = np.stack([torch.stack([p[k] for k in keys], -1).numpy() for p in probes])  # (S, R, M)
     for r, (spec, history, run_dir) in enumerate(zip(job.specs, histories, run_dirs)):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(spec.config), run_dir / "config.yaml")
-        with_probes(history, list(table[:, r]), keys).write_events(run_dir)
+        directory = RunDirectory(run_dir)
+        directory.write_config(spec.config)
+        with_probes(history, list(table[:, r]), keys).write_events(directory.logger())
     seconds = time.perf_counter() - start
     return [(s.name, seconds) for s in job.specs]
 
@@ -86,7 +89,7 @@ def run_experiments(names: list[str], out: str, workers: int = 2, seeds: int | N
                 progress(i + 1, len(jobs))
     else:
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(1,)) as pool:
+                                 initializer=worker_init, initargs=(1,)) as pool:
             for i, future in enumerate(as_completed([pool.submit(run_claim_job, j, out) for j in jobs])):
                 future.result()
                 if progress:
@@ -119,30 +122,34 @@ def parse_names(names: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _names(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+@attrs.frozen
+class ClaimsOptions:
+    names: list[str] = attrs.field(converter=_names)
+    """Experiments to run: a list of a-g (names=[a,c]), or all (the tabular suite a-f)."""
+    out: str = "runs/claims"
+    """Output directory (each experiment's runs go to OUT/<experiment>/)."""
+    workers: int = attrs.field(default=2, validator=integer(1))
+    """Worker processes."""
+    seeds: int | None = attrs.field(default=None, validator=attrs.validators.optional(integer(2)))
+    """Seeds per setting (default: each experiment's, 10; g: 5)."""
+    report: str | None = None
+    """Then build the report of every experiment under ``out`` into this folder."""
+
+
 def main(argv: list[str] | None = None) -> list[Row]:
-    argv = sys.argv[1:] if argv is None else argv
-    extra = tuple(argv[argv.index("--") + 1:]) if "--" in argv else ()
-    argv = argv[: argv.index("--")] if "--" in argv else argv
     import experiments.claims as package
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.claims", description=package.__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="experiments:\n" + "\n".join(f"  {e.name}  {e.title}" for e in EXPERIMENTS.values())
-                                     + "\n\nHydra overrides after -- apply to every run: ... a --seeds 2 -- train.steps=20")
-    parser.add_argument("names", nargs="*", help="experiments to run (a-g), or all (the tabular suite a-f)")
-    parser.add_argument("--out", default="runs/claims", help="output directory (default runs/claims)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per setting (default: each experiment's, 10; g: 5)")
-    parser.add_argument("--report", default=None, help="then build the report of every experiment under --out into this folder")
-    args = parser.parse_args(argv)
+    doc = package.__doc__ + "\nexperiments:\n" + "\n".join(f"  {e.name}  {e.title}" for e in EXPERIMENTS.values())
+    args, overrides = parse_args(argv, ClaimsOptions, "python -m experiments.claims", doc, overrides=True)
+    extra = tuple(overrides)
     try:
         names = parse_names(args.names)
     except ValueError as e:
-        parser.error(str(e))
-    if args.workers < 1:
-        parser.error(f"--workers must be >= 1, got {args.workers}")
-    if args.seeds is not None and args.seeds < 2:
-        parser.error("--seeds must be >= 2 for an interval")
+        fail(f"names: {e}")
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} jobs", end="" if done < total else "\n", file=sys.stderr, flush=True)
@@ -150,18 +157,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
     try:
         seconds = run_experiments(names, args.out, args.workers, args.seeds, extra, progress)
     except (ConfigError, HydraException) as e:  # a bad override: say which, without a traceback
-        raise SystemExit(f"error: {e}") from None
+        fail(str(e))
     # Imported here: worker processes need not import matplotlib.
-    from experiments.report import build, load_experiment
+    from experiments.claims.report import build, load_experiment
 
-    if args.report:  # every experiment under --out, not only these
+    if args.report:  # every experiment under out, not only these
         rows = build(Path(args.out), Path(args.report))
     else:
         rows = [row for n in names for row in ASSESS[n](load_experiment(Path(args.out) / n))]
     print("\n".join(f"({r.experiment}) {r.claim}: {r.ours} -> {r.holds}" for r in rows))
     print(f"\n{', '.join(names)}: {seconds:.0f} s wall, {args.workers} worker(s); report: "
           + (f"{Path(args.report) / 'README.md'}" if args.report else
-             f"python -m experiments.report --runs {args.out} --out docs/report"))
+             f"python -m experiments.claims.report runs={args.out} out=docs/report"))
     return rows
 
 

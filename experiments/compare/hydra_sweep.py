@@ -16,10 +16,11 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from experiments.config import override_key
-from experiments.stats import mean_ci
+from experiments.training.build import override_key
+from experiments.compare.stats import mean_ci
+from experiments.training import metrics as M
 
-SWEEP_METRICS = ("accuracy/all", "accuracy/hard", "accuracy/medium", "accuracy/easy", "accuracy/batch", "reward/mean")
+SWEEP_METRICS = (*M.FINAL_ACCURACY, M.REWARD)
 
 
 def sweep_table(results: list[tuple[list[str], dict[str, float]]], metrics=SWEEP_METRICS) -> str:

@@ -1,28 +1,30 @@
-"""Compare algorithms over seeds on the same budget: ``python -m experiments.study``.
+"""Compare algorithms over seeds on the same budget: ``python -m experiments.compare.study``.
 
-    python -m experiments.study --algos grpo grpo_hadw --seeds 5
-    python -m experiments.study --pairs grpo,gspo,dapo,cispo --seeds 5 -- train.ppo_epochs=2
-    python -m experiments.study --algos grpo grpo_hadw --metric accuracy/easy -- optim.name=sgd optim.lr=20
+    python -m experiments.compare.study algos=[grpo,grpo_hadw] seeds=5
+    python -m experiments.compare.study pairs=[grpo,gspo,dapo,cispo] seeds=5 train.ppo_epochs=2
+    python -m experiments.compare.study algos=[grpo,grpo_hadw] metric=accuracy/easy optim.name=sgd optim.lr=20
 
-Every run uses the same config overrides (after ``--``) and seeds 0..S-1, so runs with the
-same seed see the same problem bank. Prints a Markdown table of the final value of
-``--metric`` (mean and 95% t-interval over seeds) and, for ``--pairs X``, the paired
+Every run uses the same run-config overrides (any other KEY=VALUE) and seeds 0..S-1, so runs
+with the same seed see the same problem bank. Prints a Markdown table of the final value of
+``metric`` (mean and 95% t-interval over seeds) and, for ``pairs=[X]``, the paired
 difference X_hadw - X with its interval. Runs in-process, no event files.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+import attrs
 from tqdm import tqdm
 
-from experiments.config import build_trainer, compose_config
-from experiments.stats import mean_ci
+from algorithms.registry import integer
+from experiments.cli import fail, parse_args
+from experiments.training.build import build_trainer, compose_config
+from experiments.compare.stats import mean_ci
 
 def final_value(algo: str, seed: int, overrides: list[str], metric: str, last: int) -> float:
     plain = compose_config(f"algo={algo}", f"seed={seed}", "train.progress=false", *overrides)
@@ -35,24 +37,26 @@ def final_value(algo: str, seed: int, overrides: list[str], metric: str, last: i
     return statistics.fmean(values)
 
 
+@attrs.frozen
+class StudyOptions:
+    algos: list[str] = attrs.field(factory=list, converter=list)
+    """Algorithm presets to run."""
+    pairs: list[str] = attrs.field(factory=list, converter=list)
+    """Base presets X: runs X and X_hadw, and reports the paired difference X_hadw - X."""
+    seeds: int = attrs.field(default=5, validator=integer(2))
+    """Seeds 0..S-1 (at least 2, for an interval)."""
+    metric: str = "accuracy/hard"
+    """TensorBoard tag to compare."""
+    last: int = attrs.field(default=1, validator=integer(1))
+    """Average the metric over the last N steps (1: the final value)."""
+
+
 def main(argv: list[str] | None = None) -> str:
-    argv = sys.argv[1:] if argv is None else argv
-    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(prog="python -m experiments.study", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--algos", nargs="*", default=[], help="algorithm presets to run")
-    parser.add_argument("--pairs", default="", help="comma-separated base presets X: runs X and X_hadw, reports the paired difference")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..S-1 (default 5)")
-    parser.add_argument("--metric", default="accuracy/hard", help="TensorBoard tag to compare (default accuracy/hard)")
-    parser.add_argument("--last", type=int, default=1, help="average the metric over the last N steps (default 1: final)")
-    args = parser.parse_args(argv)
-    if args.seeds < 2:
-        parser.error("--seeds must be >= 2 for an interval")
-    pairs = [p for p in args.pairs.split(",") if p]
+    args, overrides = parse_args(argv, StudyOptions, "python -m experiments.compare.study", __doc__, overrides=True)
+    pairs = list(args.pairs)
     algos = list(dict.fromkeys(args.algos + [a for p in pairs for a in (p, f"{p}_hadw")]))
     if not algos:
-        parser.error("give --algos and/or --pairs")
+        fail("algos: give algos=[...] and/or pairs=[...]")
 
     results: dict[str, list[float]] = {}
     with tqdm(total=len(algos) * args.seeds, desc="study", file=sys.stderr) as bar:

@@ -1,4 +1,4 @@
-"""Keep the README's sample outputs true: ``python -m experiments.readme [--check | --write]``.
+"""Keep the README's sample outputs true: ``python -m experiments.docs.readme [write=true] [only=TEXT]``.
 
 A sample is a fenced block right after a marker line
 
@@ -7,10 +7,9 @@ A sample is a fenced block right after a marker line
 
 whose first line is ``$ <command>`` and the rest the command's output. Commands run through
 bash, one scratch directory for all samples in README order (a sample may use what an
-earlier one wrote). ``--write`` runs every
-command (in a scratch directory, as a user would from a fresh clone) and rewrites the blocks;
-``--check`` runs them and lists the blocks that drifted (exit 1), which is what the test suite
-does. Timings, dates and scratch paths are masked before comparing; a sample marked
+earlier one wrote). ``write=true`` runs every command (in a scratch directory, as a user
+would from a fresh clone) and rewrites the blocks; by default it runs them and lists the
+blocks that drifted (exit 1), which is what the test suite does. Timings, dates and scratch paths are masked before comparing; a sample marked
 ``numbers`` (benchmark figures that vary from run to run) is compared with every number
 masked. Options: ``from=TEXT`` keeps the output from the first line containing TEXT,
 ``head=N`` keeps N lines, ``stderr`` shows standard error instead of standard output.
@@ -18,7 +17,6 @@ masked. Options: ``from=TEXT`` keeps the output from the first line containing T
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
@@ -28,7 +26,9 @@ from pathlib import Path
 
 import attrs
 
-ROOT = Path(__file__).resolve().parents[1]
+from experiments.cli import parse_args
+
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 MARKER = re.compile(r"^<!-- sample(?:\[(?P<opts>[^\]]*)\])?: (?P<cmd>.+?) -->$")
 VOLATILE = [
@@ -99,15 +99,18 @@ def drifted(sample: Sample, fresh: str) -> bool:
     return masked(sample.text, numbers) != masked(fresh, numbers)
 
 
+@attrs.frozen
+class ReadmeOptions:
+    write: bool = False
+    """Rewrite the README's sample blocks with fresh output (default: check, listing those that drifted)."""
+    only: str = ""
+    """Only samples whose command contains this text."""
+    readme: Path = attrs.field(default=README, converter=Path)
+    """The Markdown file."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.readme", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="run every sample and list those that drifted (default)")
-    mode.add_argument("--write", action="store_true", help="run every sample and rewrite the README blocks")
-    parser.add_argument("--only", default="", help="only samples whose command contains this text")
-    parser.add_argument("--readme", type=Path, default=README, help="the Markdown file (default: the README)")
-    args = parser.parse_args(argv)
+    args, _ = parse_args(argv, ReadmeOptions, "python -m experiments.docs.readme", __doc__)
     lines = args.readme.read_text().split("\n")
     samples = [s for s in find_samples(lines) if args.only in s.command]
     stale = []

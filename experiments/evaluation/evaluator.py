@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from algorithms.registry import integer
-from experiments.passk import bootstrap_ci, exact_pass_at_k, maj_at_k, pass_at_k
+from experiments.evaluation.passk import bootstrap_ci, exact_pass_at_k, maj_at_k, pass_at_k
 from policies.base import PromptBatch
 from rlvr_env.bank import BUCKETS
 from rlvr_env.protocol import ExactTask, Task

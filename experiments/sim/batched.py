@@ -4,13 +4,14 @@
       -> per algorithm group: shaping, advantage, reweighter on [R_g, P, G] (state [R_g])
       -> per epoch / minibatch: logp [R, b, 1] -> vmap(loss + KL + aggregation) -> [R]
          -> sum -> backward -> per-run clipping -> per-run Adam / SGD step
-      -> metrics [R] (experiments.metrics over a leading run dimension)
+      -> metrics [R] (experiments.training.metrics over a leading run dimension)
 
 Every run is built by the single-run builder (``build_trainer``): configs are validated
 the same way, and tasks, initial logits, algorithms and optimizer settings are exactly a
 single run's. The algorithm stages are the registered ones, called on tensors with a
-leading run dimension (advantages, reweighters, metrics) or under ``torch.vmap`` (losses
-and aggregations, which are defined on [B, T]); no stage is re-implemented here.
+leading run dimension (advantages, reweighters, metrics) or under ``torch.vmap``
+(``Algorithm.objective``: loss, KL and aggregation, defined on [B, T]); no stage is
+re-implemented here.
 
 Runs may differ in seed, bank content, algorithm, reweighter and their hyperparameters,
 learning rate, weight decay and max_grad_norm. They must share the env, the shapes
@@ -35,14 +36,14 @@ import numpy as np
 import torch
 
 from algorithms import Algorithm, ConfigError, build_algorithm
-from algorithms.losses import k3_kl, masked_mean
+from algorithms.aggregation import Totals
 from algorithms.registry import build_params
-from experiments import metrics as M
-from experiments.optim import OptimParams
-from experiments.sim.components import build_trainer
+from experiments.training import metrics as M
+from algorithms.optim import OptimParams
+from experiments.training.build import build_trainer
 from experiments.sim.draws import DRAWS, RunDraws, TrainerDraws
 from experiments.sim.history import History
-from experiments.sim.optim import RunOptimizer, clip_per_run
+from experiments.sim.per_run_optim import RunOptimizer, clip_per_run
 from policies.tabular import TabularPolicy
 
 BATCHED_POLICIES = ("tabular",)
@@ -83,14 +84,22 @@ def filter_reason(algo: Algorithm) -> str | None:
     return None
 
 
-def token_objective(algo: Algorithm, logp, old_logp, advantages, mask, ref_logp):
-    """One run's minibatch loss as the Trainer computes it: (scalar, stats); tensors [b, T]."""
-    per_token, stats = algo.loss(logp, old_logp, advantages, mask)
-    if algo.kl_beta > 0:
-        kl = k3_kl(logp, ref_logp)  # (b, T)
-        per_token = per_token + algo.kl_beta * kl
-        stats = {**stats, "kl_ref": masked_mean(kl.detach(), mask)}
-    loss = algo.aggregate(per_token, mask)
+@attrs.frozen
+class MicroBatch:
+    """What ``Algorithm.objective`` reads of a micro-batch, for one run's tensors [b, T]."""
+
+    mask: torch.Tensor
+    old_logp: torch.Tensor
+    advantages: torch.Tensor
+    """[b] one value per response."""
+    ref_logp: torch.Tensor
+    sampler_logp: None = None  # the tabular policy samples with its own weights
+
+
+def run_objective(algo: Algorithm, logp, old_logp, advantages, mask, ref_logp):
+    """One run's minibatch loss as the Trainer computes it, ``Algorithm.objective`` itself:
+    (scalar, stats); tensors [b, T] (``advantages`` [b, 1]); vmapped over runs."""
+    loss, stats = algo.objective(logp, MicroBatch(mask, old_logp, advantages[:, 0], ref_logp), Totals.of(mask))
     return loss, {**stats, "value": loss.detach()}
 
 
@@ -228,7 +237,7 @@ class BatchedSimulator:
                 mask = torch.ones_like(old_mb)
                 total = 0.0
                 for grp, out in zip(self.groups, collected):
-                    objective = torch.vmap(partial(token_objective, grp.algo))
+                    objective = torch.vmap(partial(run_objective, grp.algo))
                     loss, stats = objective(*(grp.take(x) for x in (logp, old_mb, adv_mb, mask, ref_mb)))  # (R_g,)
                     total = total + loss.sum()
                     for k, v in stats.items():

@@ -8,11 +8,9 @@ Trainer's list of dicts back on demand.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
-from experiments.tracking import TensorBoardLogger
 
 
 class History:
@@ -57,9 +55,9 @@ class History:
             return [dict(zip(self.keys, row)) for row in rows]
         return [{k: v for k, v, on in zip(self.keys, row, mask) if on} for row, mask in zip(rows, self.logged.tolist())]
 
-    def write_events(self, run_dir: Path, every: int = 1) -> None:
-        """TensorBoard event files under ``run_dir`` (every ``every``-th step and the last)."""
-        logger = TensorBoardLogger(Path(run_dir))
+    def write_events(self, logger, every: int = 1) -> None:
+        """The history through ``logger`` (a run directory's ``TensorBoardLogger``: every
+        ``every``-th step and the last), then closed."""
         try:
             rows = self.as_dicts()
             for step, row in enumerate(rows, start=1):

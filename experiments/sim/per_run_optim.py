@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from experiments.optim import OptimParams
+from algorithms.optim import OptimParams
 
 # torch.optim.Adam / AdamW defaults (build_optimizer does not change them).
 BETAS = (0.9, 0.999)

@@ -30,14 +30,13 @@ from pathlib import Path
 import attrs
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from algorithms import ConfigError
 from experiments.sim.batched import BatchedSimulator, batch_key, unbatchable_reason
-from experiments.sim.components import build_trainer, compose_config
+from experiments.training.build import build_trainer, compose_config
 from experiments.sim.history import History
-from experiments.study import mean_ci
-from experiments.tracking import TensorBoardLogger
+from experiments.compare.stats import mean_ci
+from experiments.training.lifecycle import RunDirectory, TrainingRun
 
 
 @attrs.frozen
@@ -127,38 +126,35 @@ class RunResult:
 def run_job(job: Job, log_dir: str | None, draws: str, events_every: int) -> list[RunResult]:
     """Run one job in this process; with ``log_dir``, write each run's config and events."""
     start, cpu_start = time.perf_counter(), time.process_time()
-    run_dirs = [Path(log_dir) / s.name if log_dir else None for s in job.specs]
-    for spec, run_dir in zip(job.specs, run_dirs):
-        if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(OmegaConf.create(spec.config), run_dir / "config.yaml")
+    run_dirs = [RunDirectory(Path(log_dir) / s.name) if log_dir else None for s in job.specs]
     if job.batched:
         sim = BatchedSimulator([s.config for s in job.specs], draws=draws,
-                               run_dirs=[d or Path("unused") for d in run_dirs])
+                               run_dirs=[d.path if d else Path("unused") for d in run_dirs])  # validates every run
+        for spec, directory in zip(job.specs, run_dirs):
+            if directory is not None:
+                directory.write_config(spec.config)
         histories = sim.run()
         probs = list(sim.probs_table.numpy())
-        for history, run_dir in zip(histories, run_dirs):
-            if run_dir is not None:
-                history.write_events(run_dir, every=events_every)
+        for history, directory in zip(histories, run_dirs):
+            if directory is not None:
+                history.write_events(directory.logger(), every=events_every)
     else:
-        (spec,), (run_dir,) = job.specs, run_dirs
-        trainer = build_trainer(spec.config, run_dir or Path("unused"))
-        if run_dir is None:
+        (spec,), (directory,) = job.specs, run_dirs
+        if directory is None:  # in memory: no events, no checkpoints
+            trainer = build_trainer(spec.config, Path("unused"))
             while trainer.step < trainer.params.steps:
                 trainer.train_step()
         else:  # the ordinary run: events every step, checkpoints as configured
-            trainer.logger = TensorBoardLogger(run_dir)
-            try:
-                trainer.train()
-            finally:
-                trainer.logger.close()
+            with TrainingRun.start(spec.config, directory.path) as run:
+                run.train()
+            trainer = run.trainer
         histories = [History.from_dicts(trainer.history)]
         probs = [trainer.policy.probs().numpy() if hasattr(trainer.policy, "probs") else None]
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     return [RunResult(s, h, job.batched, seconds, cpu, p) for s, h, p in zip(job.specs, histories, probs)]
 
 
-def _worker_init(threads: int) -> None:
+def worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
@@ -221,7 +217,7 @@ def run_sweep(specs: Sequence[RunSpec], *, workers: int = 2, log_dir: str | None
                     progress(i + 1, len(jobs))
     else:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_worker_init,
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=worker_init,
                                  initargs=(threads,)) as pool:
             futures = [pool.submit(run_job, job, log_dir, draws, events_every) for job in jobs]
             for i, future in enumerate(as_completed(futures)):

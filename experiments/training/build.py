@@ -2,38 +2,34 @@
 
     compose_config(*overrides) -> dict        the config Hydra composes for these overrides
     build_trainer(cfg, run_dir) -> Trainer    validate a plain config and build every component
-    resolve_config(cfg, overrides)            the run's config, directory and whether it resumes
     override_key("+train.steps=5") -> "train.steps"
 
-Nothing here imports another entry point, so any of them can import this module.
+Nothing here writes to the disk; ``experiments.training.lifecycle`` creates run directories.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from algorithms import ConfigError, build_algorithm
-from algorithms.algorithm import algorithm_label
 from algorithms.registry import build_params
-from experiments.checkpoint import list_checkpoints
-from experiments.distributed import build_engine, check_data_parallel, processes
-from experiments.evaluator import EvalParams, PeriodicEval
-from experiments.optim import OptimParams, build_optimizer, build_scheduler
-from experiments.trainer import Trainer, TrainParams
+from experiments.parallel.launch import build_engine, check_data_parallel, processes
+from experiments.evaluation.benchmarks import register_env_presets
+from experiments.evaluation.evaluator import EvalParams, PeriodicEval
+from algorithms.optim import OptimParams, build_optimizer, build_scheduler
+from experiments.training.trainer import Trainer, TrainParams
 from policies import POLICIES
 from policies.base import AnswerDistribution
 from rlvr_env import TASKS
 from rlvr_env.protocol import exact_view
 from rlvr_env.tasks import MathTask
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
-CONFIG_FILE = "config.yaml"
-# What may change when a run is resumed (everything else is the run's own config).
-RESUMABLE_OVERRIDES = ("resume", "train.steps", "train.progress", "train.checkpoint_every", "train.keep_checkpoints")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+register_env_presets()  # env=math500, ...: before any config is composed
 
 
 def override_key(override: str) -> str:
@@ -50,8 +46,10 @@ def compose_config(*overrides: str) -> dict[str, Any]:
         return OmegaConf.to_container(compose(config_name="config", overrides=list(overrides)), resolve=True)
 
 
-def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None) -> Trainer:
-    """Validate a plain config dict and build every component of a run."""
+def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None,
+                  prompt_source: Callable[[int], Any] | None = None) -> Trainer:
+    """Validate a plain config dict and build every component of a run (``logger`` and
+    ``prompt_source``: see ``Trainer``)."""
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed: must be an integer, got {seed!r}")
@@ -64,6 +62,10 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None) -> Trainer:
     algorithm = build_algorithm(cfg["algo"], cfg.get("reweight"))
     # The policy keeps a frozen reference (or knows to switch its adapter off) only with a KL penalty.
     policy = POLICIES.build(cfg["policy"], "policy")(task, algorithm.kl_beta > 0)
+    if algorithm.tis_cap is not None and not getattr(policy, "separate_sampler", False):
+        raise ConfigError(f"algo.tis.cap: truncated importance sampling corrects the samples of a separate "
+                          f"generation engine (policy.sampler=vllm); policy {cfg['policy'].get('name')!r} samples "
+                          "with its own weights (set algo.tis.cap=null)")
     exact = exact_view(task, policy)
     check_data_parallel(processes(), policy, cfg["policy"].get("name"), exact, train.prompts_per_step)
     evaluator = build_evaluator(cfg, train.eval_every, task, policy) if train.eval_every else None
@@ -71,7 +73,7 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None) -> Trainer:
     engine = build_engine(policy, lambda parameters: build_optimizer(optim, parameters),  # several processes: DDP / FSDP
                           lambda optimizer: build_scheduler(optim, optimizer, optimizer_steps))
     return Trainer(train, task, policy, engine, algorithm, optim.max_grad_norm, seed, run_dir, logger,
-                   exact=exact, evaluator=evaluator)
+                   exact=exact, evaluator=evaluator, prompt_source=prompt_source)
 
 
 def build_evaluator(cfg: dict[str, Any], every: int, task, policy) -> PeriodicEval:
@@ -85,41 +87,3 @@ def build_evaluator(cfg: dict[str, Any], every: int, task, policy) -> PeriodicEv
         raise ConfigError(f"train.eval_every: env {cfg['env']['name']!r} keeps no held-out problems (set env.heldout)")
     target = MathTask(heldout, [], seed=0, template=cfg["env"].get("template", "boxed"), name="heldout")
     return PeriodicEval(every, target, params, None)
-
-
-def resolve_config(cfg: DictConfig, overrides: list[str]) -> tuple[dict[str, Any], Path, bool]:
-    """The run's config, its directory and whether it resumes an earlier run."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    if not plain.get("resume"):
-        return plain, new_run_dir(plain), False
-    run_dir = Path(plain["resume"])
-    saved = run_dir / CONFIG_FILE
-    if not saved.is_file():
-        raise ConfigError(f"resume: {saved} not found (resume takes a run directory)")
-    changed = [o for o in overrides if override_key(o) not in RESUMABLE_OVERRIDES]
-    if changed:
-        raise ConfigError(
-            f"resume: cannot change {', '.join(changed)} when resuming; the run's config is {saved} "
-            f"(allowed: {', '.join(RESUMABLE_OVERRIDES[1:])})"
-        )
-    resumed = OmegaConf.load(saved)
-    explicit = {override_key(o) for o in overrides}
-    for key in explicit - {"resume"}:
-        OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
-    resumed.resume = str(run_dir)
-    return OmegaConf.to_container(resumed, resolve=True), run_dir, True
-
-
-def new_run_dir(cfg: dict[str, Any]) -> Path:
-    root = Path(cfg["train"]["log_dir"])
-    name = cfg["train"]["run_name"]
-    if name is not None:
-        run_dir = root / name
-        if list_checkpoints(run_dir):
-            raise ConfigError(f"train.run_name: {run_dir} already holds a run; resume={run_dir} continues it")
-        return run_dir
-    base = f"{algorithm_label(cfg['algo'], cfg.get('reweight'))}-{cfg['env']['name']}-s{cfg['seed']}-{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir, n = root / base, 1
-    while run_dir.exists():
-        run_dir, n = root / f"{base}-{n}", n + 1
-    return run_dir

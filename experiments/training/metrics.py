@@ -30,6 +30,24 @@ from rlvr_env.bank import BUCKETS
 
 NUM_BUCKETS = len(BUCKETS)
 
+# Tag names, defined once: the tables, progress bar and comparisons select from these.
+REWARD = "reward/mean"
+BATCH_ACCURACY = "accuracy/batch"
+EXACT_ACCURACY = ("accuracy/all", *(f"accuracy/{b}" for b in BUCKETS))
+"""Exact success probability over the bank, then per bucket (where the task knows it)."""
+BIAS = tuple(f"bias/{b}" for b in BUCKETS)
+"""Mean A_hat - A over mixed groups per bucket (hard, medium, easy)."""
+DEGENERATE = "groups/degenerate_frac"
+RARE_SHARE = "modes/rare_share"
+BELIEF, GAIN = "hadw/belief", "hadw/eta"  # written by algorithms.reweighters.HADW
+PHI = ("phi/correct", "phi/incorrect")  # written by the reweighters
+CLIP_FRAC = "loss/clip_frac"
+EVAL_ACCURACY = "eval/accuracy"
+EVAL_LEVELS = tuple(f"eval/level{k}" for k in range(1, 6))
+TOKENS_PER_S = "speed/tokens_per_s"
+FINAL_ACCURACY = (*EXACT_ACCURACY, BATCH_ACCURACY)
+"""What comparisons of runs show (arena, sweeps)."""
+
 
 def bucket_mean(values: torch.Tensor, valid: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
     """[..., 3] mean of ``values`` [..., N] over entries where ``valid`` [..., N], per bucket
@@ -66,9 +84,9 @@ def group_metrics(
     degenerate = lo == hi  # (..., P)
     correct = (rewards > 0.5).float()  # (..., P, G)
     m = {
-        "reward/mean": rewards.mean(dim=groups),
-        "accuracy/batch": correct.mean(dim=groups),
-        "groups/degenerate_frac": degenerate.float().mean(dim=-1),
+        REWARD: rewards.mean(dim=groups),
+        BATCH_ACCURACY: correct.mean(dim=groups),
+        DEGENERATE: degenerate.float().mean(dim=-1),
         "groups/all_correct_frac": (lo > 0.5).float().mean(dim=-1),
         "groups/all_wrong_frac": (hi <= 0.5).float().mean(dim=-1),
         "adv/abs_mean": advantages.abs().mean(dim=groups),
@@ -76,24 +94,24 @@ def group_metrics(
     }
     acc = bucket_mean(correct.mean(dim=-1), torch.ones_like(p_hat, dtype=torch.bool), buckets)
     for i, name in enumerate(BUCKETS):
-        m[f"accuracy/batch_{name}"] = acc[..., i]
+        m[f"{BATCH_ACCURACY}_{name}"] = acc[..., i]
     if p_true is not None:
         # A_hat - A = (r - p_hat) - (r - p) = p - p_hat, the same for every response.
         gap = p_true.to(rewards.dtype) - p_hat
         mixed = ~degenerate
         m["bias/all"] = nan_masked_mean(gap, mixed, dim=-1)
         per_bucket = bucket_mean(gap, mixed, buckets)
-        for i, name in enumerate(BUCKETS):
-            m[f"bias/{name}"] = per_bucket[..., i]
+        for i, tag in enumerate(BIAS):
+            m[tag] = per_bucket[..., i]
     return m
 
 
 def exact_accuracy(p_all: torch.Tensor, buckets_all: torch.Tensor) -> dict[str, torch.Tensor]:
     """Exact accuracy over the whole bank (``p_all``, ``buckets_all`` [..., N]), overall and per bucket."""
-    m = {"accuracy/all": p_all.mean(dim=-1)}
+    m = {EXACT_ACCURACY[0]: p_all.mean(dim=-1)}
     per_bucket = bucket_mean(p_all, torch.ones_like(p_all, dtype=torch.bool), buckets_all)
-    for i, name in enumerate(BUCKETS):
-        m[f"accuracy/{name}"] = per_bucket[..., i]
+    for i, tag in enumerate(EXACT_ACCURACY[1:]):
+        m[tag] = per_bucket[..., i]
     return m
 
 
@@ -139,7 +157,7 @@ def speed_metrics(timing: dict[str, float], lengths: torch.Tensor) -> dict[str, 
     (``speed/tokens_per_s``). Read from the host clock: never part of the history."""
     tokens = float(lengths.sum())
     sampling = timing.get("time/sample_s", 0.0)
-    return {**timing, "speed/tokens_per_s": tokens / sampling if sampling > 0 else math.nan}
+    return {**timing, TOKENS_PER_S: tokens / sampling if sampling > 0 else math.nan}
 
 
 def reweight_weights(advantages: torch.Tensor, weighted: torch.Tensor) -> torch.Tensor:

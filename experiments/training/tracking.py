@@ -9,40 +9,39 @@ import torch
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
+from experiments.training import metrics as M
 from rlvr_env.verifier import extract_answer
-
-CONFIG_FILE = "config.yaml"  # the resolved config a run directory holds (written before the logger starts)
-
 
 class TensorBoardLogger:
     """Scalars, text and histograms to ``<run_dir>/events.*``; ``tensorboard --logdir runs``.
 
     Non-finite values (e.g. a bucket with no mixed group this step) are skipped rather
-    than drawn as spikes. On resume, the events are rewritten into one file (``resume``). A new
-    run writes its resolved ``config.yaml`` as text at step 0.
+    than drawn as spikes. Nothing is written until the first event: then the event file is
+    opened with ``config_text`` (the run's resolved config) at step 0 and, for a resumed run
+    (``history``), the checkpoint's history (steps 1..N) in one new event file, after which
+    the older event files are removed. TensorBoard then reads strictly increasing steps from
+    a single file (no "out of order" purges); events past the checkpoint, from the
+    interrupted part of the run, are dropped (sample texts and histograms of the resumed part
+    are not rewritten).
     """
 
-    def __init__(self, run_dir: Path):
-        self.writer = SummaryWriter(log_dir=str(run_dir))
-        config = Path(run_dir) / CONFIG_FILE
-        if config.is_file():
-            self.writer.add_text("config", markdown_code(config.read_text()), 0)
+    def __init__(self, run_dir: Path, config_text: str | None = None, history: list[dict[str, float]] | None = None):
+        self.run_dir, self.config_text, self.history = Path(run_dir), config_text, history
+        self._writer: SummaryWriter | None = None
 
-    @classmethod
-    def resume(cls, run_dir: Path, history: list[dict[str, float]]) -> "TensorBoardLogger":
-        """A logger for a resumed run: one new event file holding the config and the
-        checkpoint's history (steps 1..N), then the older event files are removed. TensorBoard
-        then reads strictly increasing steps from a single file (no "out of order" purges), and
-        events past the checkpoint, from the interrupted part of the run, are dropped (sample
-        texts and histograms of the resumed part of the run are not rewritten)."""
-        older = sorted(Path(run_dir).glob("events.out.tfevents.*"))
-        logger = cls(run_dir)
-        for step, values in enumerate(history, start=1):
-            logger.log(step, values)
-        logger.writer.flush()
-        for path in older:
-            path.unlink(missing_ok=True)
-        return logger
+    @property
+    def writer(self) -> SummaryWriter:
+        if self._writer is None:
+            older = sorted(self.run_dir.glob("events.out.tfevents.*")) if self.history is not None else []
+            self._writer = SummaryWriter(log_dir=str(self.run_dir))
+            if self.config_text is not None:
+                self._writer.add_text("config", markdown_code(self.config_text), 0)
+            for step, values in enumerate(self.history or (), start=1):
+                self.log(step, values)
+            self._writer.flush()
+            for path in older:
+                path.unlink(missing_ok=True)
+        return self._writer
 
     def log(self, step: int, values: dict[str, float]) -> None:
         # One event per step holding every scalar (what add_scalar writes, one event per tag,
@@ -65,29 +64,31 @@ class TensorBoardLogger:
             self.writer.add_histogram(tag, values.detach().float().cpu(), step)
 
     def close(self) -> None:
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 # (tag, label) rows of the summary; rows whose tag was never logged are left out.
 SUMMARY_ROWS = [
-    ("accuracy/all", "accuracy, exact (all prompts)"),
-    ("accuracy/hard", "  hard   (initial p < 1/3)"),
-    ("accuracy/medium", "  medium"),
-    ("accuracy/easy", "  easy   (initial p > 2/3)"),
-    ("accuracy/batch", "accuracy, sampled batch"),
-    ("groups/degenerate_frac", "degenerate groups"),
-    ("modes/rare_share", "rare correct mode, share of p"),
-    ("bias/hard", "A_hat - A, hard   (< 0: under-est.)"),
-    ("bias/medium", "A_hat - A, medium"),
-    ("bias/easy", "A_hat - A, easy   (> 0: over-est.)"),
-    ("hadw/belief", "HA-DW belief C_t"),
-    ("hadw/eta", "HA-DW gain eta_t"),
-    ("phi/correct", "mean Phi, correct"),
-    ("phi/incorrect", "mean Phi, incorrect"),
-    ("loss/clip_frac", "clip fraction"),
-    ("eval/accuracy", "held-out accuracy (mean@n), all"),
-    *((f"eval/level{k}", f"  level {k}") for k in range(1, 6)),
+    (M.EXACT_ACCURACY[0], "accuracy, exact (all prompts)"),
+    (M.EXACT_ACCURACY[1], "  hard   (initial p < 1/3)"),
+    (M.EXACT_ACCURACY[2], "  medium"),
+    (M.EXACT_ACCURACY[3], "  easy   (initial p > 2/3)"),
+    (M.BATCH_ACCURACY, "accuracy, sampled batch"),
+    (M.DEGENERATE, "degenerate groups"),
+    (M.RARE_SHARE, "rare correct mode, share of p"),
+    (M.BIAS[0], "A_hat - A, hard   (< 0: under-est.)"),
+    (M.BIAS[1], "A_hat - A, medium"),
+    (M.BIAS[2], "A_hat - A, easy   (> 0: over-est.)"),
+    (M.BELIEF, "HA-DW belief C_t"),
+    (M.GAIN, "HA-DW gain eta_t"),
+    (M.PHI[0], "mean Phi, correct"),
+    (M.PHI[1], "mean Phi, incorrect"),
+    (M.CLIP_FRAC, "clip fraction"),
+    (M.EVAL_ACCURACY, "held-out accuracy (mean@n), all"),
+    *((tag, f"  level {k}") for k, tag in enumerate(M.EVAL_LEVELS, start=1)),
 ]
+"""The closing summary: (tag, label) rows, shown where the run logged the tag."""
 
 
 def markdown_code(text: str) -> str:

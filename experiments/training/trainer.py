@@ -23,9 +23,9 @@ import torch
 
 from algorithms import Algorithm
 from algorithms.registry import integer
-from experiments import metrics as M
-from experiments.checkpoint import save_checkpoint
-from experiments.engine import Engine
+from experiments.training import metrics as M
+from experiments.training.checkpoint import save_checkpoint
+from experiments.parallel.engine import Engine
 from policies.base import Policy, PromptBatch, Rollout
 from rlvr_env.protocol import ExactTask, Task
 
@@ -70,27 +70,40 @@ class TrainParams:
 
 
 @attrs.frozen
-class StepBatch:
-    """Everything sampled in one step: N >= P groups (N > P only with extra filter rounds).
+class StepGroups:
+    """Every process's groups of one step, N >= P (N > P only with extra filter rounds): the
+    group maths (advantages, reweighter state, metrics) runs on these, identically everywhere."""
 
-    With several processes every process draws the same prompts, samples its share of the
-    groups (``Engine.shard``) and holds only their responses; rewards and lengths are
-    gathered, so advantages and reweighter state are computed identically everywhere."""
-
-    prompts: PromptBatch
-    rollout: Rollout
-    raw_rewards: torch.Tensor
-    """[N, G] verifier rewards of every process's groups, before shaping (accuracy metrics use these)."""
+    rewards: torch.Tensor
+    """[N, G] verifier rewards, before shaping (accuracy metrics use these)."""
     lengths: torch.Tensor
-    """[N, G] response lengths in tokens, every process's groups."""
+    """[N, G] response lengths in tokens."""
+    buckets: torch.Tensor
+    """[N] difficulty bucket of each group's prompt."""
     p_true: torch.Tensor | None
     """[N] exact success probabilities at sampling time, where the task knows them."""
-    train_groups: torch.Tensor
-    """[n] indices of the groups that enter the update (n <= P)."""
-    stats: dict
-    local_groups: torch.Tensor
-    """[N_local] the groups this process sampled (indices into the N), in ``rollout`` order:
-    ``rollout`` holds only these (all N on one process)."""
+    train: torch.Tensor
+    """[N] bool: the groups that enter the update (the first P kept by the filter)."""
+    stats: dict[str, torch.Tensor]
+    """sampling/* metrics."""
+
+
+@attrs.frozen
+class LocalGroups:
+    """The groups this process sampled (all N on one process), in ``rollout`` order."""
+
+    index: torch.Tensor
+    """[N_local] their indices into the step's N groups."""
+    prompts: PromptBatch
+    """[N_local] their prompts."""
+    rollout: Rollout
+    """[N_local * G] their responses."""
+
+    def training_rollout(self, groups: StepGroups, advantages: torch.Tensor) -> Rollout:
+        """This process's share of the groups that enter the update, with their ``advantages``
+        ([N, G], every process's groups)."""
+        mine = groups.train[self.index].nonzero().squeeze(1)  # (n_local,) rows of this process's groups
+        return self.rollout.select_groups(mine).with_(advantages=advantages[self.index[mine]].reshape(-1))
 
 
 class Trainer:
@@ -98,13 +111,15 @@ class Trainer:
 
     ``exact`` is the task as an ``ExactTask`` when exact success probabilities exist for this
     policy (``rlvr_env.protocol.exact_view``), else None. ``evaluator`` is an optional
-    held-out evaluation (``experiments.evaluator.PeriodicEval``): ``every`` and a call
-    ``(policy) -> metrics`` that leaves the training RNGs alone.
+    held-out evaluation (``experiments.evaluation.evaluator.PeriodicEval``): ``every`` and a
+    call ``(policy) -> metrics`` that leaves the training RNGs alone. ``logger`` receives the
+    metrics (None: none written). ``prompt_source`` ``(num) -> PromptBatch`` replaces the
+    task's own draw of each step's first round (an arena's shared prompt stream).
     """
 
     def __init__(self, params: TrainParams, task: Task, policy: Policy, engine: Engine, algorithm: Algorithm,
                  max_grad_norm: float | None, seed: int, run_dir: Path, logger=None, exact: ExactTask | None = None,
-                 evaluator: Callable | None = None):
+                 evaluator: Callable | None = None, prompt_source: Callable[[int], PromptBatch] | None = None):
         self.params = params
         self.task = task
         self.exact = exact
@@ -115,98 +130,102 @@ class Trainer:
         self.max_grad_norm = max_grad_norm
         self.run_dir = Path(run_dir)
         self.logger = logger
+        self.prompt_source = prompt_source
         self.generator = torch.Generator().manual_seed(process_seed(seed, engine.rank))  # sampling, minibatch order
-        self.prompt_source = None  # the arena sets a shared stream: (num) -> PromptBatch
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self._p_exact: torch.Tensor | None = None  # [N] exact p of every prompt under the current policy
 
     # ------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
         """One step; returns its metrics (the history keeps all but the wall-clock ``time/*``
         and ``speed/*`` ones, so that equal seeds give equal histories)."""
-        timing: dict[str, float] = {}
-        held_out = self.evaluate(timing)  # the policy that samples this step, like accuracy/batch
-        batch = self.collect(timing)  # every group sampled this step (several rounds with a filter)
-        rewards = self.algo.shape(batch.raw_rewards, batch.lengths)  # (N, G)
+        held_out, timing = self.evaluate()  # the policy that samples this step, like accuracy/batch
+        groups, local, seconds = self.collect()  # every group sampled this step (several rounds with a filter)
+        timing.update(seconds)
+        rewards = self.algo.shape(groups.rewards, groups.lengths)  # (N, G)
         advantages = self.algo.advantage(rewards)  # (N, G)
         weighted, reweight_stats = self.algo.reweighter(advantages, rewards)  # (N, G)
-        train = batch.train_groups  # (n,) groups that enter the update (first P kept)
-        mine = torch.isin(batch.local_groups, train).nonzero().squeeze(1)  # this process's share of them
-        rollout = batch.rollout.select_groups(mine).with_(
-            advantages=weighted[batch.local_groups[mine]].reshape(-1))  # (n_local * G,)
         start = time.perf_counter()
-        loss_stats = self.update(rollout, num_groups=train.numel())
+        loss_stats = self.update(local.training_rollout(groups, weighted), num_groups=int(groups.train.sum()))
         self.policy.sync_sampler()  # new weights into a separate generation engine, if any
         timing["time/update_s"] = time.perf_counter() - start
 
-        step_metrics = M.group_metrics(batch.raw_rewards, advantages, weighted, self.task.bucket(batch.prompts), batch.p_true)
-        step_metrics.update(batch.stats)
-        step_metrics.update(reweight_stats)
-        step_metrics.update(self.engine.reduce_metrics({**loss_stats, **M.response_metrics(batch.rollout)},
-                                                       sum_keys=("loss/value",)))  # per process -> all of them
-        step_metrics.update(held_out)
+        metrics = M.group_metrics(groups.rewards, advantages, weighted, groups.buckets, groups.p_true)
+        metrics.update(groups.stats)
+        metrics.update(reweight_stats)
+        metrics.update(self.engine.reduce_metrics({**loss_stats, **M.response_metrics(local.rollout)},
+                                                  sum_keys=("loss/value",)))  # per process -> all of them
+        metrics.update(held_out)
         if self.engine.world_size > 1:
-            step_metrics["processes/state_diff"] = self.check_replicas()
+            metrics["processes/state_diff"] = self.check_replicas()
         if self.exact is not None:
-            step_metrics.update(M.exact_accuracy(self.exact.success_probability(self.policy), self.exact.buckets))
-            step_metrics.update(self.exact.policy_metrics(self.policy))
+            self._p_exact = self.exact.success_probability(self.policy)  # the updated policy: these metrics, next step's p
+            metrics.update(M.exact_accuracy(self._p_exact, self.exact.buckets))
+            metrics.update(self.exact.policy_metrics(self.policy))
         self.step += 1
-        values = M.to_host(step_metrics)  # the one host sync of the step
+        values = M.to_host(metrics)  # the one host sync of the step
         self.history.append(values)
-        values = {**values, **M.speed_metrics(timing, batch.lengths)}
+        values = {**values, **M.speed_metrics(timing, groups.lengths)}
         if self.logger is not None:
-            self.logger.log(self.step, values)
-            if self.params.samples_every and self.step % self.params.samples_every == 0:
-                local = batch.local_groups
-                self.logger.log_samples(self.step, batch.prompts.select(local), batch.rollout, batch.raw_rewards[local],
-                                        self.params.samples_shown)
-                self.logger.log_histogram(self.step, "reweight/weights", M.reweight_weights(advantages, weighted))
+            self.log(values, local, groups, advantages, weighted)
         return values
 
+    def log(self, values: dict[str, float], local: LocalGroups, groups: StepGroups, advantages: torch.Tensor,
+            weighted: torch.Tensor) -> None:
+        """The step's scalars; every ``samples_every`` steps also sampled completions and the
+        reweighting weights' histogram."""
+        self.logger.log(self.step, values)
+        if self.params.samples_every and self.step % self.params.samples_every == 0:
+            self.logger.log_samples(self.step, local.prompts, local.rollout, groups.rewards[local.index],
+                                    self.params.samples_shown)
+            self.logger.log_histogram(self.step, "reweight/weights", M.reweight_weights(advantages, weighted))
+
     def check_replicas(self) -> torch.Tensor:
-        """Several processes: the reweighter state (HA-DW belief, ...) and a checksum of the
-        weights (``Engine.replica_checksum``: replicas only, sharded weights exist once) must be
-        the same on every process after each step; they are computed from the same gathered
-        rewards and the same summed gradients. Returns the largest difference to the main
-        process (0); a difference stops the run instead of training diverged replicas."""
-        state = [torch.as_tensor(v, dtype=torch.float64).reshape(-1)
-                 for v in self.algo.reweighter.state_dict().values()]
-        mine = torch.cat(state + [self.engine.replica_checksum()])  # (F,)
-        every = self.engine.gather(mine[None])  # (W, F)
-        diff = (every - every[0]).abs().max()
+        """Several processes: the reweighter state (HA-DW belief, ...) and, for replicas, the
+        weights must be the same on every process after each step; they are computed from the
+        same gathered rewards and the same summed gradients. Returns the largest difference to
+        the main process (0); a difference stops the run instead of training diverged replicas."""
+        state = [torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v in self.algo.reweighter.state_dict().values()]
+        diff = self.engine.replica_difference(torch.cat(state) if state else torch.zeros(0, dtype=torch.float64))
         if diff > 0:
             raise RuntimeError(f"step {self.step + 1}: the processes' states differ (max difference {float(diff):.3g}): "
                                "reweighter state and weights must be identical replicas; a process sampled or "
                                "updated differently (different code, config or data on some process?)")
         return diff.float()
 
-    def evaluate(self, timing: dict[str, float]) -> dict[str, torch.Tensor]:
+    def evaluate(self) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """Held-out metrics of the current policy when due (step 0, every ``evaluator.every``
-        steps, and before the last update), else nothing."""
+        steps, and before the last update), and their wall time; else nothing."""
         ev = self.evaluator
         if ev is None or not (self.step % ev.every == 0 or self.step + 1 == self.params.steps):
-            return {}
+            return {}, {}
         with self.engine.full_weights():  # every process enters (sharded weights are gathered)
             if not self.engine.is_main:  # the main process evaluates (it alone writes); the others go on
-                return {}
+                return {}, {}
             start = time.perf_counter()
             metrics = ev(self.policy)
-        timing["time/eval_s"] = time.perf_counter() - start
-        return metrics
+        return metrics, {"time/eval_s": time.perf_counter() - start}
 
-    def collect(self, timing: dict[str, float] | None = None) -> "StepBatch":
+    def exact_p(self, index: torch.Tensor) -> torch.Tensor:
+        """[n] exact success probabilities of prompts ``index`` under the current policy."""
+        if self._p_exact is None:
+            self._p_exact = self.exact.success_probability(self.policy)
+        return self._p_exact[index]
+
+    def collect(self) -> tuple[StepGroups, LocalGroups, dict[str, float]]:
         """Sample P prompts x G responses and score them; with a filter, sample more rounds
-        (up to ``filter.max_extra_rounds``) until P groups pass, then keep the first P.
-        Each process samples and scores its share of the prompts (all of them on one process)."""
-        t, exact, engine = self.params, self.exact, self.engine
-        timing = {} if timing is None else timing
-        clock = {"time/sample_s": 0.0, "time/reward_s": 0.0}
+        (up to ``filter.max_extra_rounds``) until P groups pass, then keep the first P. Each
+        process samples and scores its share of the prompts (all of them on one process).
+        Returns every process's groups, this process's, and the seconds spent sampling and scoring."""
+        t, engine = self.params, self.engine
+        seconds = {"time/sample_s": 0.0, "time/reward_s": 0.0}
         rounds: list[tuple] = []
         passed = 0
         for round_ in range(1 + self.algo.filter.max_extra_rounds):
             shared = self.prompt_source is not None and round_ == 0  # extra filter rounds draw privately
             prompts = self.prompt_source(t.prompts_per_step) if shared else self.task.sample_prompts(t.prompts_per_step)
-            p_true = exact.success_probability(self.policy, prompts.index) if exact else None  # exact p before sampling
+            p_true = self.exact_p(prompts.index) if self.exact is not None else None  # exact p before sampling
             mine = engine.shard(len(prompts))  # this process's groups of the round
             local = prompts.select(mine)
             start = time.perf_counter()
@@ -215,38 +234,30 @@ class Trainer:
             scored = time.perf_counter()
             raw = engine.gather(self.task.rewards(local, rollout))  # (P, G), every process's groups
             lengths = engine.gather(rollout.mask.sum(dim=1).view(len(local), t.group_size))  # (P, G)
-            clock["time/sample_s"] += scored - start
-            clock["time/reward_s"] += time.perf_counter() - scored
+            seconds["time/sample_s"] += scored - start
+            seconds["time/reward_s"] += time.perf_counter() - scored
             check_rewards(raw, self.step + 1)
             keep = self.algo.filter.keep(raw)  # (P,)
-            groups = torch.arange(mine.start, mine.stop) + len(prompts) * round_  # (P_local,) indices into the N
-            rounds.append((prompts, rollout, raw, lengths, p_true, keep, groups))
+            index = torch.arange(mine.start, mine.stop) + len(prompts) * round_  # (P_local,) indices into the N
+            rounds.append((prompts, local, rollout, raw, lengths, p_true, keep, index))
             if self.algo.filter.max_extra_rounds == 0:
                 break
             passed += int(keep.sum())  # rewards live on the host: no device sync
             if passed >= t.prompts_per_step:
                 break
-        timing.update(clock)
-        prompts, rollout, raw, lengths, p_true, keep, groups = zip(*rounds)
+        prompts, local, rollout, raw, lengths, p_true, keep, index = zip(*rounds)
         keep = torch.cat(keep)  # (N,)
-        train = keep.nonzero().squeeze(1)[: t.prompts_per_step]
-        raw = torch.cat(raw)
-        rollout = Rollout.concat(list(rollout))
+        train = torch.zeros_like(keep)
+        train[keep.nonzero().squeeze(1)[: t.prompts_per_step]] = True
         stats = {
             "sampling/rounds": torch.tensor(float(len(rounds))),
             "sampling/dropped_groups": (~keep).sum().float(),
-            "sampling/train_groups": torch.tensor(float(train.numel())),
+            "sampling/train_groups": train.sum().float(),
         }
-        return StepBatch(
-            prompts=PromptBatch.concat(list(prompts)),
-            rollout=rollout,
-            raw_rewards=raw,
-            lengths=torch.cat(lengths),
-            p_true=torch.cat(p_true) if exact else None,
-            train_groups=train,
-            stats=stats,
-            local_groups=torch.cat(groups),
-        )
+        groups = StepGroups(rewards=torch.cat(raw), lengths=torch.cat(lengths),
+                            buckets=self.task.bucket(PromptBatch.concat(list(prompts))),
+                            p_true=torch.cat(p_true) if self.exact is not None else None, train=train, stats=stats)
+        return groups, LocalGroups(torch.cat(index), PromptBatch.concat(list(local)), Rollout.concat(list(rollout))), seconds
 
     def update(self, rollout: Rollout, num_groups: int | None = None) -> dict[str, torch.Tensor]:
         """PPO-style epochs over minibatches of ``rollout`` (advantages set); one engine step
@@ -271,20 +282,16 @@ class Trainer:
             for index in parts + [order[:0]] * (num_minibatches - len(parts)):
                 mb = rollout.select(index)
                 totals = self.engine.totals(mb.mask)  # counts of the whole minibatch, all processes
-                # a process may hold none of a minibatch: no backward then, but it takes part in the step
-                micro = mb.split(self.params.micro_batch_size or len(mb)) if len(mb) else []
-                idle = self.engine.passes(len(micro)) - len(micro)  # sharded weights: as many passes everywhere
                 loss = torch.zeros(())
-                for k, part in enumerate(micro):
+                # a process may hold none of a minibatch: no backward then, but it takes part in the step
+                for part, last in self.engine.micro_batches(mb, self.params.micro_batch_size):
                     logp = self.policy.logprobs(part)  # (b, T) on the policy's device
                     part = part.to(logp.device)
                     part_loss, stats = self.algo.objective(logp, part, totals)
-                    self.engine.backward(part_loss, sync=k == len(micro) - 1)
+                    self.engine.backward(part_loss, sync=last)
                     loss = loss + part_loss.detach()
                     for key, v in stats.items():
                         collected.setdefault(f"loss/{key}", []).append(v.detach())
-                for _ in range(idle):
-                    self.engine.idle_pass()
                 grad_norm = self.engine.step(self.max_grad_norm)
                 collected.setdefault("loss/value", []).append(loss)
                 collected.setdefault("loss/grad_norm", []).append(grad_norm)
@@ -345,6 +352,7 @@ class Trainer:
         self.task.load_state_dict(state["task"])
         self.generator.set_state(state["generator"] if saved is None else saved[self.engine.rank].clone())
         self.history = list(state["history"])
+        self._p_exact = None  # restored weights
 
     def save(self) -> Path | None:
         """Write a checkpoint (the main process; every process must call it)."""

@@ -11,7 +11,7 @@ sys.path.insert(0, str(ROOT))
 
 def compose(*overrides: str) -> dict:
     """The run config Hydra composes for these command-line overrides, as a plain dict."""
-    from experiments.config import compose_config
+    from experiments.training.build import compose_config
 
     return compose_config(*overrides)
 

@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 
 from policies.hf import HFParams  # noqa: E402
 from policies.hf.policy import load_policy  # noqa: E402
-from policies.tiny_qwen3 import build_tiny_qwen3  # noqa: E402
+from policies.hf.tiny import build_tiny_qwen3  # noqa: E402
 from policies.base import PromptBatch  # noqa: E402
 from rlvr_env.problems import arithmetic_problems, format_prompt  # noqa: E402
 

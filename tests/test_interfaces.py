@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from algorithms import build_algorithm
 from algorithms.aggregation import Totals
-from experiments.config import build_trainer, compose_config, override_key
+from experiments.training.build import build_trainer, compose_config, override_key
 from policies.base import Rollout
 from rlvr_env.protocol import ExactTask, Task, exact_view
 
@@ -173,45 +173,80 @@ def test_override_key_strips_hydra_prefixes():
         ["resume", "train.steps", "arena", "seed"]
 
 
-def experiments_import_graph() -> dict[str, set[str]]:
-    """experiments.X -> the experiments modules it imports (module level and inside functions)."""
+PACKAGES = ("algorithms", "experiments", "policies", "rlvr_env")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (module level and inside functions), over every package."""
+    modules = {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
     graph = {}
-    for path in (ROOT / "experiments").glob("*.py"):
-        name = f"experiments.{path.stem}"
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("experiments"):
-                deps.add(node.module)
-                deps.update(f"{node.module}.{a.name}" for a in node.names)
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from . import x, from .y import z
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                deps.add(base)
+                deps.update(f"{base}.{a.name}" for a in node.names)
             elif isinstance(node, ast.Import):
-                deps.update(a.name for a in node.names if a.name.startswith("experiments"))
-        graph[name] = {d for d in deps if (ROOT / (d.replace(".", "/") + ".py")).exists()} - {name}
+                deps.update(a.name for a in node.names)
+        graph[name] = {d for d in deps if d in modules} - {name}
     return graph
 
 
-def test_experiments_modules_import_no_cycle():
-    graph = experiments_import_graph()
-    assert "experiments.config" in graph and "experiments.run" in graph
+def test_no_import_cycle_anywhere():
+    graph = import_graph()
+    assert "experiments.training.build" in graph and "experiments.run" in graph and "policies.hf.policy" in graph
     state: dict[str, int] = {}
 
     def visit(node, path):
         state[node] = 1
-        for dep in graph.get(node, ()):
+        for dep in sorted(graph.get(node, ())):
+            if dep.startswith(node + ".") or node.startswith(dep + "."):
+                continue  # a package and its own modules (__init__ re-exports)
             assert state.get(dep) != 1, "import cycle: " + " -> ".join(path + [dep])
             if dep not in state:
                 visit(dep, path + [dep])
         state[node] = 2
 
-    for module in graph:
+    for module in sorted(graph):
         if module not in state:
             visit(module, [module])
 
 
+def test_library_packages_never_import_experiments():
+    offenders = {m: sorted(d for d in deps if d.startswith("experiments"))
+                 for m, deps in import_graph().items() if not m.startswith("experiments")}
+    assert {m: d for m, d in offenders.items() if d} == {}
+
+
+@pytest.mark.slow
 def test_each_experiments_module_imports_alone():
-    modules = sorted(f"experiments.{p.stem}" for p in (ROOT / "experiments").glob("*.py") if p.stem != "__init__")
+    modules = sorted(module_name(p) for p in (ROOT / "experiments").rglob("*.py") if p.stem != "__main__")
     # A fresh interpreter each: no module relies on another having been imported first.
     procs = {m: subprocess.Popen([sys.executable, "-c", f"import {m}"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
              for m in modules}
     for m, proc in procs.items():
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, f"{m}: {err[-2000:]}"
+
+
+def test_no_name_is_defined_in_two_modules():
+    """Every top-level function, class and constant of the packages has one home (CLI entry points
+    are all ``main``); a second definition elsewhere would be a second meaning."""
+    homes: dict[str, list[str]] = {}
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            for node in ast.parse(path.read_text()).body:
+                names = [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else \
+                    [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name) and t.id.isupper()]
+                for name in names:
+                    homes.setdefault(name, []).append(module_name(path))
+    assert {n: m for n, m in homes.items() if len(m) > 1 and n != "main"} == {}

@@ -147,9 +147,9 @@ def test_bad_arguments_are_refused():
 
 
 def test_theory_cli_writes_figures_and_report(tmp_path):
-    from experiments.theory import main
+    from experiments.claims.closed_forms import main
 
-    out = main(["--out", str(tmp_path / "th"), "--mc-groups", "20000"])
+    out = main([f"out={tmp_path / 'th'}", "mc_groups=20000"])
     names = {p.name for p in out.iterdir()}
     for fig in ("bias_vs_p.png", "corollary1.png", "tail_probability.png", "nonbinary_bias.png", "fixes_bias.png",
                 "rare_mode_miss.png"):

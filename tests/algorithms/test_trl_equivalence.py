@@ -29,7 +29,7 @@ trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
 from algorithms.aggregation import Totals  # noqa: E402
-from experiments.config import compose_config  # noqa: E402
+from experiments.training.build import compose_config  # noqa: E402
 from algorithms import build_algorithm  # noqa: E402
 from tests.hf_fixtures import arithmetic_prompts, make_policy, tiny_dir  # noqa: E402,F401
 

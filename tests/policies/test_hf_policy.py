@@ -11,7 +11,7 @@ from policies.hf import logprobs as LP  # noqa: E402
 from policies.hf.logprobs import response_logprobs  # noqa: E402
 from policies.hf.policy import left_pad  # noqa: E402
 from algorithms import ConfigError  # noqa: E402
-from experiments.config import build_trainer, compose_config  # noqa: E402
+from experiments.training.build import build_trainer, compose_config  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 
 
@@ -70,8 +70,8 @@ def test_sampling_is_reproducible_from_the_generator(tiny_dir):  # noqa: F811
 def test_kv_decoder_logits_equal_transformers_forward_bit_for_bit(tiny_dir, padded):  # noqa: F811
     from transformers import DynamicCache
 
-    from policies.hf.decode import KVDecoder, supports
-    from policies.hf.sampling import TransformersDecoder
+    from policies.hf.samplers.decode import KVDecoder, supports
+    from policies.hf.samplers.kv_cache import TransformersDecoder
 
     policy = make_policy(tiny_dir, device="cpu")
     model = policy.causal.eval()
@@ -97,7 +97,7 @@ def test_kv_decoder_logits_equal_transformers_forward_bit_for_bit(tiny_dir, padd
 
 
 def test_generation_is_the_same_with_and_without_the_kv_decoder(tiny_dir):  # noqa: F811
-    from policies.hf.sampling import generate
+    from policies.hf.samplers.kv_cache import generate
 
     policy = make_policy(tiny_dir, device="cpu")
     tokens, mask = left_pad([policy.encode(t) for t in arithmetic_prompts(3, seed=2).texts],
@@ -112,12 +112,13 @@ def test_generation_is_the_same_with_and_without_the_kv_decoder(tiny_dir):  # no
 
 
 def test_kv_decoder_covers_only_models_it_reproduces(tiny_dir):  # noqa: F811
-    from policies.hf.decode import supports
+    from policies.hf.samplers.decode import supports
 
     assert not supports(make_policy(tiny_dir, lora={"r": 2}).causal)  # LoRA layers are not plain linears
     assert not supports(make_policy(tiny_dir, attn_implementation="eager").causal)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 0, 1.0), (2.0, 5, 1.0), (1.3, 0, 0.6)])
 def test_first_token_frequencies_match_the_model(tiny_dir, temperature, top_k, top_p):  # noqa: F811
     policy = make_policy(tiny_dir, max_new_tokens=1, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -278,11 +279,12 @@ def test_char_tokenizer_round_trip_and_chat_template(tiny_dir):  # noqa: F811
 def test_tiny_builder_is_idempotent_and_atomic(tmp_path, monkeypatch):
     from transformers import PreTrainedModel
 
-    from policies.tiny_qwen3 import build_tiny_qwen3
+    from policies.hf.tiny import build_tiny_qwen3
 
     path = build_tiny_qwen3(tmp_path / "a", hidden_size=32, intermediate_size=64, num_hidden_layers=1)
     stamp = (path / "config.json").stat().st_mtime_ns
-    assert build_tiny_qwen3(tmp_path / "a") == path and (path / "config.json").stat().st_mtime_ns == stamp
+    again = build_tiny_qwen3(tmp_path / "a", hidden_size=32, intermediate_size=64, num_hidden_layers=1)
+    assert again == path and (path / "config.json").stat().st_mtime_ns == stamp  # the same arguments: reused
 
     def broken(self, *args, **kwargs):
         raise OSError("disk full")
@@ -293,6 +295,7 @@ def test_tiny_builder_is_idempotent_and_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no half-written folder, no temporary left
 
 
+@pytest.mark.slow
 def test_policy_without_weights_fails_at_start_saying_how_to_fix(tmp_path):
     out = run_cli("policy=qwen3-8b", "env=arithmetic", f"train.log_dir={tmp_path}")
     assert out.returncode == 2

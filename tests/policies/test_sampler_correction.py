@@ -9,8 +9,8 @@ import torch
 
 from algorithms import ConfigError, build_algorithm
 from algorithms.aggregation import Totals
-from experiments.config import compose_config
-from experiments.metrics import response_metrics
+from experiments.training.build import compose_config
+from experiments.training.metrics import response_metrics
 from policies import POLICIES
 from policies.base import Rollout
 
@@ -73,9 +73,11 @@ def test_sampler_mismatch_metrics_by_hand():
 
 
 def test_vllm_sampler_without_vllm_fails_at_start_saying_how_to_get_it(tmp_path, monkeypatch):
-    from experiments.config import build_trainer
+    from importlib.util import find_spec
 
-    monkeypatch.setattr("policies.hf.vllm_installed", lambda: False)
+    from experiments.training.build import build_trainer
+
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "vllm" else find_spec(name, *a))
     cache = tmp_path / "cache"
     cfg = compose_config("policy=tiny-qwen3", "policy.sampler=vllm", "env=arithmetic", f"policy.model_path={cache}")
     with pytest.raises(ConfigError, match=r"bash \.ci/vllm.*\.venv-vllm/bin/python -m experiments\.run"):

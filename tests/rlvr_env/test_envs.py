@@ -14,7 +14,7 @@ from rlvr_env import ProblemFormatError, arithmetic_problems, format_prompt, loa
 from rlvr_env.envs import ArenaEnv
 from rlvr_env.problems import BOXED_INSTRUCTION, Problem
 from tests.conftest import run_cli
-from tests.test_verifier import DATA, needs_data
+from tests.rlvr_env.test_verifier import DATA, needs_data
 
 
 def test_arithmetic_generator_is_seeded_and_correct():
@@ -122,6 +122,7 @@ def test_arena_serves_the_same_prompt_to_every_agent():
     assert rewards == {"a": 1.0, "b": 0.0}
 
 
+@pytest.mark.slow
 def test_cli_arithmetic_and_arena(tmp_path):
     out = run_cli("env=arithmetic", "train.steps=20", f"train.log_dir={tmp_path / 'a'}", "train.progress=false")
     assert out.returncode == 0, out.stderr
@@ -141,7 +142,7 @@ def test_candidate_task_scores_free_text_like_a_language_model(make_cfg, tmp_pat
     """The arithmetic task scores generated text (rollout.texts) with the verifier, in bulk."""
     import torch
 
-    from experiments.config import build_trainer
+    from experiments.training.build import build_trainer
     from policies import Rollout
 
     trainer = build_trainer(make_cfg("env=arithmetic", "env.num_problems=40", "train.prompts_per_step=40", "train.progress=false"), tmp_path)

@@ -1,17 +1,17 @@
 """Training on the JSONL benchmarks: presets, data folder, held-out splits, clear errors."""
 
-from pathlib import Path
 
 import pytest
 import torch
 
 from algorithms import ConfigError
-from experiments.config import build_trainer, compose_config
+from experiments.training.build import build_trainer, compose_config
 from policies.base import Rollout
 from rlvr_env import TASKS
+from rlvr_env.datasets import default_data_dir
 from rlvr_env.protocol import ExactTask, Task
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = default_data_dir()
 needs_data = pytest.mark.skipif(not (DATA / "math500.jsonl").is_file(), reason=f"benchmark data not found at {DATA}")
 
 
@@ -97,7 +97,7 @@ def test_arithmetic_training_stays_outside_the_hash_split_so_large_sets_keep_eve
     split1 = {q for q in level1 if in_held_out_split(q)}
     trained1 = {p.prompt for p in task.problems if p.difficulty == 1}
     assert trained1 <= level1 - split1 and len(trained1) > 150 and {p.prompt for p in task.heldout if p.difficulty == 1}
-    from rlvr_env.verifier import verify
+    from rlvr_env import verify
 
     for i in range(0, 4096, 97):  # the candidate table agrees with the verifier that scores the texts
         assert [verify(c, task.problems[i].answer).reward > 0.5 for c in task.candidates[i]] == task.correct[i].tolist()

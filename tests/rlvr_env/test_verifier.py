@@ -16,12 +16,14 @@ from math_verify import parse, verify as mv_verify
 
 from rlvr_env import load_jsonl
 from rlvr_env.verifier import (VerifyConfig, cheap_verdict, extract_answer, parse_completion, plain_number, reference,
-                               sympy_verdict, verify, verify_batch, verify_here)
+                               sympy_verdict, verify_here)
+from rlvr_env.verifier_pool import verify, verify_batch
 from rlvr_env.verifier_pool import VerifierPool
-from tests.verifier_cases import CASES, FAMILY_CASES
+from rlvr_env.datasets import default_data_dir
+from tests.conftest import ROOT
+from tests.rlvr_env.verifier_cases import CASES, FAMILY_CASES
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = default_data_dir()
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark data folder {DATA} is absent")
 logging.getLogger("math_verify").setLevel(logging.ERROR)  # its timeout warnings, expected below
 
@@ -197,6 +199,7 @@ def test_cheap_path_gives_the_math_verify_verdict(around, ref, content):
 # ----------------------------------------------------------------- data
 
 
+@pytest.mark.slow
 @needs_data
 def test_math500_references_accepted_boxed_and_other_rows_rejected():
     rows = load_jsonl(DATA / "math500.jsonl")
@@ -235,6 +238,7 @@ HOSTILE = [  # scored against the answer "5"
 ]
 
 
+@pytest.mark.slow
 def test_hostile_completions_return_fast_score_zero_and_execute_nothing():
     marker = Path("/tmp/rlvr_pwned")
     marker.unlink(missing_ok=True)
@@ -264,7 +268,8 @@ import json, sys
 if sys.argv[1] == "numpy":
     import numpy
 sys.path.insert(0, {root!r})
-from rlvr_env.verifier import verify_batch, verify_here
+from rlvr_env.verifier import verify_here
+from rlvr_env.verifier_pool import verify_batch
 pairs = json.loads(sys.stdin.read())
 print(json.dumps({{"batch": [v.reward for v in verify_batch([c for c, _ in pairs], [a for _, a in pairs], workers=1)],
                    "here": [verify_here(c, a).reward for c, a in pairs]}}))
@@ -279,6 +284,7 @@ def run_probe(pairs, seed: str, numpy_first: bool) -> dict:
     return json.loads(out.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 @settings(max_examples=3, deadline=None)
 @given(st.lists(st.tuples(small, small, st.sampled_from(FORMS)), min_size=5, max_size=5))
 def test_one_verdict_per_pair_in_fresh_processes_with_other_hash_seeds(ints):
@@ -288,6 +294,7 @@ def test_one_verdict_per_pair_in_fresh_processes_with_other_hash_seeds(ints):
     assert runs[0]["batch"][len(HASH_SENSITIVE):] == [0.0] * len(ints)  # different integers: wrong in every form
 
 
+@pytest.mark.slow
 def test_the_hash_seed_does_decide_math_verify_on_those_pairs():
     """What the test above guards against: in-process, the verdict follows the hash seed."""
     seen = {tuple(run_probe(HASH_SENSITIVE[:1], str(seed), False)["here"]) for seed in range(6)}

@@ -7,15 +7,15 @@ import subprocess
 import sys
 import textwrap
 import threading
-from pathlib import Path
 
 import pytest
 
 from rlvr_env import verifier_pool
-from rlvr_env.verifier import VerifyConfig, verify, verify_batch
+from rlvr_env.verifier import VerifyConfig
+from rlvr_env.verifier_pool import verify, verify_batch
 from rlvr_env.verifier_pool import VerifierPool
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # k/2 as a fraction against a decimal: every item needs sympy; correct unless 3 divides k
 COMPLETIONS = [rf"\boxed{{\frac{{{k}}}{{2}}}}" for k in range(40)]
@@ -23,6 +23,7 @@ ANSWERS = [str(k / 2 + (k % 3 == 0)) for k in range(40)]
 EXPECTED = [float(k % 3 != 0) for k in range(40)]
 
 
+@pytest.mark.slow
 def test_script_without_main_guard_gets_correct_rewards(tmp_path):
     """The README snippet pasted into a script, no ``if __name__ == "__main__":``, run as a user would."""
     script = tmp_path / "score.py"
@@ -31,6 +32,7 @@ def test_script_without_main_guard_gets_correct_rewards(tmp_path):
         sys.path.insert(0, {str(ROOT)!r})
         from rlvr_env import verify_batch
         from rlvr_env.verifier_pool import VerifierPool
+from tests.conftest import ROOT
         print("script body runs")
         completions, answers = {COMPLETIONS!r}, {ANSWERS!r}
         out = {{"default": [v.reward for v in verify_batch(completions, answers, workers=2)]}}
@@ -130,12 +132,14 @@ import json, sys
 sys.path.insert(0, {root!r})
 from rlvr_env.verifier import hash_pinned
 from rlvr_env.verifier_pool import VerifierPool
+from tests.conftest import ROOT
 with VerifierPool(2) as pool:
     pool.map({completions!r}, {answers!r})
     print(json.dumps({{"pinned": hash_pinned(), "counts": pool.last_counts}}))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed, here", [("0", True), ("7", False), (None, False)])
 def test_sympy_items_are_verified_here_only_where_the_hash_seed_is_the_workers(seed, here):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"} | ({"PYTHONHASHSEED": seed} if seed else {})

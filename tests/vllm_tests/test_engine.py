@@ -26,8 +26,8 @@ def setup(request, tmp_path_factory):
     """(engine, hf model, prompt ids, completion ids) for a tiny Qwen3 with an untied / tied lm_head."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from policies.tiny import build_tiny_qwen3
-    from policies.vllm_engine import VllmEngine
+    from policies.hf.tiny import build_tiny_qwen3
+    from policies.hf.samplers.vllm.engine import VllmEngine
 
     # init_std 0.1 gives peaked next-token distributions, so weight changes show in the log-probs.
     path = build_tiny_qwen3(tmp_path_factory.mktemp("tiny") / "model", tie_word_embeddings=request.param,
@@ -65,7 +65,7 @@ def test_sampled_logprobs_are_the_model_at_temperature_one(setup):
 
 
 def test_generate_shapes_seeds_and_padding(setup):
-    from policies.vllm_engine import pad_completions
+    from policies.hf.samplers.vllm.engine import pad_completions
 
     engine, _, prompt, _ = setup
     prompts = [prompt, prompt[:3], prompt[2:9]]
@@ -131,7 +131,7 @@ def test_push_weights_rejects_a_partial_state(setup):
 
 
 def test_bad_arguments_are_named(setup, tmp_path):
-    from policies.vllm_engine import VllmEngine
+    from policies.hf.samplers.vllm.engine import VllmEngine
 
     engine, _, prompt, completion = setup
     with pytest.raises(ValueError, match="non-empty"):

@@ -19,7 +19,7 @@ COMPLETION = "12+7=19. The answer is \\boxed{19}."
 
 
 def run_config(cache, *extra: str) -> dict:
-    from experiments.config import compose_config
+    from experiments.training.build import compose_config
 
     return compose_config(
         "policy=tiny-qwen3", "policy.sampler=vllm", "env=arithmetic", "algo=grpo_hadw", f"policy.model_path={cache}",
@@ -29,12 +29,12 @@ def run_config(cache, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def trainer(tmp_path_factory):
-    from experiments.config import build_trainer
+    from experiments.training.build import build_trainer
 
     root = tmp_path_factory.mktemp("vllm_policy")
     trainer = build_trainer(run_config(root / "cache"), root / "run")
     yield trainer
-    trainer.policy.vllm.close()
+    trainer.policy.sampler.close()
 
 
 def fixed_rollout(policy):
@@ -53,7 +53,7 @@ def fixed_rollout(policy):
 def gap(policy) -> float:
     """max |engine - trainer| log-prob over the fixed completion's tokens."""
     r = fixed_rollout(policy)
-    [engine] = policy.vllm.engine.score([r.prompt_tokens[0].tolist()], [r.tokens[0].tolist()])
+    [engine] = policy.sampler.engine.score([r.prompt_tokens[0].tolist()], [r.tokens[0].tolist()])
     with torch.no_grad():
         trainer = policy.logprobs(r)[0].cpu()
     return (engine - trainer).abs().max().item()
@@ -61,8 +61,8 @@ def gap(policy) -> float:
 
 def test_sampled_rollout_carries_both_logprobs(trainer):
     policy = trainer.policy
-    batch = trainer.collect()
-    r = batch.rollout
+    local = trainer.collect()[1]
+    r = local.rollout
     assert r.sampler_logp is not None and r.sampler_logp.shape == r.old_logp.shape == r.tokens.shape
     valid = r.mask.bool()
     assert (r.old_logp - r.sampler_logp)[valid].abs().max().item() < TOL  # same weights, float32
@@ -73,8 +73,8 @@ def test_sampled_rollout_carries_both_logprobs(trainer):
         ended = bool(torch.isin(row[n - 1], stops))  # a stop token is a response token, as with our sampler
         assert ended != bool(cut) and (n == policy.max_new_tokens or ended)
     assert r.texts[0] == policy.tokenizer.decode(r.tokens[0, :lengths[0]], skip_special_tokens=True)
-    again = trainer.policy.sample(batch.prompts, 4, torch.Generator().manual_seed(5))
-    same = trainer.policy.sample(batch.prompts, 4, torch.Generator().manual_seed(5))
+    again = trainer.policy.sample(local.prompts, 4, torch.Generator().manual_seed(5))
+    same = trainer.policy.sample(local.prompts, 4, torch.Generator().manual_seed(5))
     assert torch.equal(again.tokens, same.tokens)  # reproducible from the trainer's generator
     big = trainer.policy.sample(trainer.task.sample_prompts(40), 4, torch.Generator().manual_seed(5))
     assert len(big) == 160  # > 4096 prompt tokens: the engine prefills some prompts in parts
@@ -87,7 +87,7 @@ def test_temperature_and_top_k_logprobs_are_of_the_sampling_distribution(trainer
     prompts = trainer.task.sample_prompts(2)
     for temperature, top_k in ((0.7, 0), (1.0, 5)):
         params = attrs.evolve(policy.params, temperature=temperature, top_k=top_k)
-        other = HFPolicy(policy.model, policy.tokenizer, params, policy.device, policy.dtype, vllm=policy.vllm)
+        other = HFPolicy(policy.model, policy.tokenizer, params, policy.device, policy.dtype, sampler=policy.sampler)
         r = other.sample(prompts, 4, torch.Generator().manual_seed(1))
         d = (r.old_logp - r.sampler_logp)[r.mask.bool()]  # trainer: logits / temperature, no top-k
         if top_k == 0:
@@ -102,7 +102,7 @@ def test_push_after_training_steps_through_the_trainer(trainer):
     policy = trainer.policy
     assert gap(policy) < TOL
     for step in range(2):
-        rollout = trainer.collect().rollout
+        rollout = trainer.collect()[1].rollout
         signs = torch.tensor([1.0, -1.0]).repeat(len(rollout) // 2)  # no reward signal at random init: fabricate
         trainer.update(rollout.with_(advantages=signs))  # the trainer's own update: Adam on the policy loss
         before = gap(policy)
@@ -111,28 +111,28 @@ def test_push_after_training_steps_through_the_trainer(trainer):
         after = gap(policy)
         assert after < TOL, f"step {step}: gap after the push {after:.2e}"
         print(f"step {step}: max |engine - trainer| log-prob before push {before:.3e}, after {after:.3e}")
-    assert policy.vllm.pushes == 2  # (a second step also shows the engine does not alias the trainer's tensors)
-    r = trainer.collect().rollout
+    assert policy.sampler.pushes == 2  # (a second step also shows the engine does not alias the trainer's tensors)
+    r = trainer.collect()[1].rollout
     assert (r.old_logp - r.sampler_logp)[r.mask.bool()].abs().max().item() < TOL
 
 
 def test_sync_every_k_steps_and_the_mismatch_metrics(trainer):
     policy = trainer.policy
-    policy.vllm.params = attrs.evolve(policy.vllm.params, sync_every=2)
-    policy.vllm.updates = 0
-    start = policy.vllm.pushes
+    policy.sampler.params = attrs.evolve(policy.sampler.params, sync_every=2)
+    policy.sampler.updates = 0
+    start = policy.sampler.pushes
     for _ in range(3):
-        trainer.update(trainer.collect().rollout.with_(advantages=torch.tensor([1.0, -1.0]).repeat(6)))
+        trainer.update(trainer.collect()[1].rollout.with_(advantages=torch.tensor([1.0, -1.0]).repeat(6)))
         policy.sync_sampler()
-    assert policy.vllm.pushes == start + 1  # after the second step only
-    stale = trainer.collect().rollout  # sampled with the weights of step 2, trained to step 3
-    from experiments.metrics import response_metrics
+    assert policy.sampler.pushes == start + 1  # after the second step only
+    stale = trainer.collect()[1].rollout  # sampled with the weights of step 2, trained to step 3
+    from experiments.training.metrics import response_metrics
 
     m = response_metrics(stale)
     assert m["sampler/logp_abs_diff"].item() > 1e-2 and m["sampler/kl"].item() > 0
-    policy.vllm.params = attrs.evolve(policy.vllm.params, sync_every=1)
+    policy.sampler.params = attrs.evolve(policy.sampler.params, sync_every=1)
     policy.sync_sampler()
-    m = response_metrics(trainer.collect().rollout)
+    m = response_metrics(trainer.collect()[1].rollout)
     assert m["sampler/logp_abs_diff"].item() < 1e-4 and abs(m["sampler/kl"].item()) < 1e-6
 
 
@@ -141,12 +141,12 @@ def test_lora_policy_pushes_merged_weights(trainer):
     the engine serves W + (alpha / r) B A."""
     from policies.hf.policy import load_policy
 
-    folder = trainer.policy.vllm.engine.model_path
+    folder = trainer.policy.sampler.engine.model_path
     params = attrs.evolve(trainer.policy.params, model_path=str(folder), sampler="hf",
                           lora={"r": 4, "alpha": 8.0, "target_modules": "all-linear"})
     lora = load_policy(params, reference=False)
-    lora.vllm = trainer.policy.vllm
-    lora.vllm.push(lora.causal)  # the base weights (B = 0)
+    lora.sampler = trainer.policy.sampler
+    lora.sampler.push(lora.causal)  # the base weights (B = 0)
     assert gap(lora) < TOL
     optimizer = torch.optim.Adam(lora.parameters(), lr=5e-2)
     r = fixed_rollout(lora).with_(advantages=torch.ones(1))
@@ -156,16 +156,16 @@ def test_lora_policy_pushes_merged_weights(trainer):
         loss.backward()
         optimizer.step()
     before = gap(lora)
-    lora.vllm.push(lora.causal)
+    lora.sampler.push(lora.causal)
     after = gap(lora)
     print(f"LoRA: max |engine - trainer| log-prob before push {before:.3e}, after {after:.3e}")
     assert before > 2e-2 and after < TOL
-    trainer.policy.vllm.push(trainer.policy.causal)  # back to the trainer's weights
+    trainer.policy.sampler.push(trainer.policy.causal)  # back to the trainer's weights
     assert gap(trainer.policy) < TOL
 
 
 def test_cli_trains_with_vllm_and_logs_the_mismatch(tmp_path):
-    from experiments.checkpoint import load_latest
+    from experiments.training.checkpoint import load_latest
 
     args = ["policy=tiny-qwen3", "policy.sampler=vllm", "env=arithmetic", "algo=grpo_hadw", "train.steps=3",
             f"policy.model_path={tmp_path / 'cache'}", "policy.warm_start.steps=4", "policy.warm_start.batch_size=8",

@@ -57,17 +57,14 @@ def test_names_and_cli_errors(capsys):
     assert parse_names(["g", "a", "a"]) == ["g", "a"]
     with pytest.raises(ValueError, match="unknown experiment 'z'; valid: a, b, c, d, e, f, g, all"):
         parse_names(["z"])
-    with pytest.raises(SystemExit):
-        main(["nope", "--out", "unused"])
-    assert "unknown experiment 'nope'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["--out", "unused"])
-    assert "name experiments to run" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["a", "--workers", "0", "--out", "unused"])
-    assert "--workers must be >= 1, got 0" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="error: Could not override 'nope'"):
-        main(["b", "--out", "unused", "--", "nope=1"])
+    for argv, message in ((["names=nope", "out=unused"], "error: names: unknown experiment 'nope'"),
+                          (["out=unused"], "error: names: missing"),
+                          (["names=a", "workers=0", "out=unused"], "error: workers: must be >= 1, got 0"),
+                          (["names=b", "out=unused", "nope=1"], "error: Could not override 'nope'"),
+                          (["b", "out=unused"], "error: expected KEY=VALUE, got 'b'")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err, argv
 
 
 def test_verdicts_from_intervals():
@@ -143,8 +140,9 @@ def test_probe_gives_exact_pass_at_k_and_unsampled_mass(make_cfg):
     assert float(sim.probs_table[1, 3, rare]) <= p
 
 
+@pytest.mark.slow
 def test_cli_runs_and_writes_the_report(tmp_path):
-    done = run_cli("b", "--seeds", "2", "--workers", "1", "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "report"), "--",
+    done = run_cli("names=b", "seeds=2", "workers=1", f"out={tmp_path / 'runs'}", f"report={tmp_path / 'report'}",
                    "train.steps=3", "env.num_prompts=16", "train.prompts_per_step=4", module="experiments.claims")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "(b) GRPO + HA-DW, G = 8 beats GRPO, G = 16 (final accuracy): " in done.stdout

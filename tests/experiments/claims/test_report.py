@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from experiments.claims.runner import run_experiments
-from experiments.report import build, load_experiment, main
+from experiments.training.lifecycle import RunDirectory
+from experiments.claims.report import build, load_experiment, main
 from experiments.sim import History
 
 B_TAGS = ("accuracy/all", "accuracy/hard", "accuracy/medium", "accuracy/easy")
@@ -20,7 +21,7 @@ def write_runs(exp_dir, name: str, finals: dict[str, list[list[float]]], steps: 
     for label, per_seed in finals.items():
         for seed, last in enumerate(per_seed):
             values = np.linspace(0.0, 1.0, steps)[:, None] * np.array(last)[None, :]  # (S, M)
-            History(B_TAGS, values.astype(np.float32)).write_events(exp_dir / f"{label},seed={seed}")
+            History(B_TAGS, values.astype(np.float32)).write_events(RunDirectory(exp_dir / f"{label},seed={seed}").logger())
             runs.append({"dir": f"{label},seed={seed}", "label": label, "seed": seed})
     manifest = {"name": name, "base": ["train.steps=4"], "extra": [], "settings": {k: [] for k in finals}, "runs": runs}
     (exp_dir / "experiment.json").write_text(json.dumps(manifest))
@@ -44,7 +45,7 @@ def test_report_from_event_files_with_known_values(tmp_path):
     assert "| grpo,G=16 | 3 | 0.7000 ± 0.2484 | 0.5000 ± 0.2484 | 0.7000 ± 0.2484 | 0.9000 ± 0.0000 |" in page
     assert "Nowhere: every claim holds." in page
     for name in "acdefg":  # every other experiment: its command instead
-        assert f"**Not run** (command: `python -m experiments.claims {name} --out runs/claims`, then the report again)" in page
+        assert f"**Not run** (command: `python -m experiments.claims names={name} out=runs/claims`, then the report again)" in page
     assert "![Claim (b)" in page and (out / "b_rollouts.png").stat().st_size < 150_000
 
 
@@ -63,19 +64,21 @@ def test_a_claim_that_fails_is_listed_with_numbers(tmp_path):
 
 
 def test_missing_or_empty_runs_are_clear_errors(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="does not exist"):
-        main(["--runs", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
-    with pytest.raises(SystemExit, match="no experiment results"):
-        main(["--runs", str(tmp_path), "--out", str(tmp_path / "r")])
+    def refused(message: str) -> None:
+        with pytest.raises(SystemExit) as stop:
+            main([f"runs={tmp_path if message != 'does not exist' else tmp_path / 'nowhere'}", f"out={tmp_path / 'r'}"])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+
+    refused("does not exist")
+    refused("no experiment results")
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "experiment.json").write_text(json.dumps({"name": "b", "runs": [{"dir": "x", "label": "grpo", "seed": 0}]}))
-    with pytest.raises(SystemExit, match="run directory missing"):
-        main(["--runs", str(tmp_path), "--out", str(tmp_path / "r")])
+    refused("run directory missing")
     (tmp_path / "b" / "x").mkdir()
-    with pytest.raises(SystemExit, match="no scalars"):
-        main(["--runs", str(tmp_path), "--out", str(tmp_path / "r")])
+    refused("no scalars")
 
 
+@pytest.mark.slow
 def test_report_of_a_tiny_claims_run(tmp_path):
     """End to end: experiments e and a on a tiny bank, events written by the runner, read by the report."""
     extra = ("train.steps=5", "env.num_prompts=16", "train.prompts_per_step=4")
@@ -103,7 +106,8 @@ def test_language_model_section_reads_the_last_evaluation(tmp_path):
             values = np.full((5, 2), np.nan)
             values[:, 1] = length + seed + np.arange(5)  # response/length_mean, mean over steps: length + seed + 2
             values[[0, 3], 0] = [0.1, acc[seed]]  # eval/accuracy at steps 1 and 4 only
-            History(("eval/accuracy", "response/length_mean"), values.astype(np.float32)).write_events(exp / f"{label},seed={seed}")
+            History(("eval/accuracy", "response/length_mean"), values.astype(np.float32)).write_events(
+                RunDirectory(exp / f"{label},seed={seed}").logger())
             runs.append({"dir": f"{label},seed={seed}", "label": label, "seed": seed})
     exp.joinpath("experiment.json").write_text(json.dumps({"name": "g", "base": ["policy=tiny-qwen3"], "runs": runs}))
     acc, length = build(tmp_path / "runs", tmp_path / "report")

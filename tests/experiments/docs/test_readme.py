@@ -6,16 +6,18 @@ import sys
 
 import pytest
 
-from experiments import readme
+from experiments.docs import readme
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # subprocess runs and multi-process jobs: python -m pytest -m 'not slow' skips them
 
 SNIPPETS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
 
 
 def test_readme_samples_match_fresh_output():
     """Fails when a sample block drifts from what its command prints now
-    (fix: python -m experiments.readme --write)."""
-    done = subprocess.run([sys.executable, "-m", "experiments.readme", "--check"], cwd=ROOT,
+    (fix: python -m experiments.docs.readme write=true)."""
+    done = subprocess.run([sys.executable, "-m", "experiments.docs.readme"], cwd=ROOT,
                           capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert done.stderr.count("ok ") >= 6

@@ -9,9 +9,12 @@ import torch
 import torch.multiprocessing as mp
 
 from algorithms import build_algorithm
-from experiments.engine import DistributedEngine, LocalEngine
+from experiments.parallel.engine import DistributedEngine, LocalEngine
+from experiments.parallel.launch import end_process
 from tests.hf_fixtures import tiny_dir  # noqa: F401
 from tests.test_interfaces import make_rollout
+
+pytestmark = pytest.mark.slow  # subprocess runs and multi-process jobs: python -m pytest -m 'not slow' skips them
 
 AGGS = [{"name": "token_mean"}, {"name": "seq_mean_token_mean"}, {"name": "seq_mean_token_sum_norm", "max_length": 9}]
 LENGTHS = [5, 1, 3, 7, 2, 6, 4, 9, 8, 2]  # uneven, so the aggregations differ
@@ -59,6 +62,7 @@ def worker(rank, world, init_file, out_file):
             torch.save({"grads": result, "gathered": gathered}, out_file)
     finally:
         dist.destroy_process_group()
+    end_process(0)  # no interpreter finalization: gloo's threads outlive the process group
 
 
 def test_two_process_gradient_equals_the_single_process_gradient(tmp_path):
@@ -83,13 +87,9 @@ def policy_gradients(engine, policy, rollout, agg, micro: int):
     algo = build_algorithm({"name": "x", "advantage": {"name": "group_norm"}, "loss": {"name": "ppo_clip"}, "aggregation": agg})
     engine.optimizer.zero_grad(set_to_none=True)
     totals = engine.totals(rollout.mask)
-    parts = rollout.split(micro)
-    idle = engine.passes(len(parts)) - len(parts)  # agreed before any pass: forwards are collectives
-    for part in parts:
+    for part, last in engine.micro_batches(rollout, micro):  # as many passes as the busiest process (idle ones)
         loss, _ = algo.objective(policy.logprobs(part), part, totals)
-        engine.backward(loss, sync=True)
-    for _ in range(idle):
-        engine.idle_pass()
+        engine.backward(loss, sync=last)
     return [full_tensor(p.grad).clone() for p in policy.parameters()]
 
 
@@ -101,7 +101,7 @@ def fsdp_worker(rank, world, init_file, out_file, model_dir):
     import torch.distributed as dist
 
     from algorithms import ConfigError
-    from experiments.fsdp import FSDPEngine, FSDPSettings
+    from experiments.parallel.fsdp import FSDPEngine, FSDPSettings
     from tests.hf_fixtures import make_policy
 
     torch.set_num_threads(1)
@@ -124,6 +124,7 @@ def fsdp_worker(rank, world, init_file, out_file, model_dir):
             torch.save({"grads": result, "norm": norm, "weights": weights, "shard": shard}, out_file)
     finally:
         dist.destroy_process_group()
+    end_process(0)  # no interpreter finalization: gloo's threads outlive the process group
 
 
 def test_fsdp_gradient_equals_the_single_process_gradient(tmp_path, tiny_dir):
@@ -157,7 +158,7 @@ def test_distributed_engine_needs_an_initialised_group():
 
 def test_unsupported_launch_modes_are_refused_before_joining(monkeypatch):
     from algorithms import ConfigError
-    from experiments.distributed import init_processes
+    from experiments.parallel.launch import init_processes
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
@@ -183,7 +184,7 @@ def test_unsupported_launch_modes_are_refused_before_joining(monkeypatch):
 
 @pytest.mark.parametrize("n,world", [(7, 2), (8, 2), (5, 3), (2, 2), (3, 4)])
 def test_shards_are_contiguous_in_rank_order_and_cover_every_row(n, world):
-    from experiments.engine import shard
+    from experiments.parallel.engine import shard
 
     rows = [list(range(n))[shard(n, r, world)] for r in range(world)]
     assert sum(rows, []) == list(range(n))
@@ -192,7 +193,7 @@ def test_shards_are_contiguous_in_rank_order_and_cover_every_row(n, world):
 
 def test_data_parallel_refusals():
     from algorithms import ConfigError
-    from experiments.distributed import check_data_parallel
+    from experiments.parallel.launch import check_data_parallel
 
     class One:
         multi_process = False
@@ -211,8 +212,8 @@ def test_data_parallel_refusals():
 
 def test_fsdp_settings_and_refusals(monkeypatch):
     from algorithms import ConfigError
-    from experiments.distributed import check_data_parallel
-    from experiments.fsdp import FSDPSettings, fsdp_settings
+    from experiments.parallel.launch import check_data_parallel
+    from experiments.parallel.fsdp import FSDPSettings, fsdp_settings
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("FSDP_VERSION", "2")

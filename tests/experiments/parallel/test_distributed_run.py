@@ -16,8 +16,10 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-from experiments.checkpoint import list_checkpoints, load_latest  # noqa: E402
+from experiments.training.checkpoint import list_checkpoints, load_latest  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
+
+pytestmark = pytest.mark.slow  # subprocess runs and multi-process jobs: python -m pytest -m 'not slow' skips them
 
 CONFIG = ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"
 FSDP_CONFIG = ROOT / "configs" / "accelerate" / "fsdp_cpu_2proc.yaml"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from experiments.sim import BatchedSimulator, NotBatchable, plan, run_sweep
-from experiments.sim.components import build_trainer
+from experiments.training.build import build_trainer
 from experiments.sim.draws import RunDraws
 from experiments.sim.sweep import RunSpec
 
@@ -87,6 +87,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_batched_equals_single_runs(make_cfg, case):
     assert_same_as_single_runs(configs(make_cfg, CASES[case]))
@@ -157,3 +158,20 @@ def test_run_draws_follow_the_policy():
     expected = 2000 * 4 / 10
     assert ((counts - expected).abs() < 5 * math.sqrt(expected)).all()
     assert RunDraws([0], 10, 10, shuffle=False).prompts() is None  # P = N: every prompt
+
+
+def test_truncated_is_without_a_separate_sampler_is_refused_before_anything_is_written(make_cfg, tmp_path):
+    """One training step: batched runs call Algorithm.objective itself, so a stage the tabular
+    policy cannot feed (truncated IS needs a separate engine's log-probs) is refused when the
+    runs are built, for a single run and a batch alike, before any directory exists."""
+    from algorithms import ConfigError
+    from tests.conftest import run_cli
+
+    cfg = make_cfg("algo.tis.cap=2.0", "train.steps=2")
+    for build in (lambda: build_trainer(cfg, tmp_path / "single"), lambda: BatchedSimulator([cfg, cfg])):
+        with pytest.raises(ConfigError, match="algo.tis.cap: truncated importance sampling corrects the samples of a "
+                                              "separate generation engine"):
+            build()
+    out = run_cli("algo.tis.cap=2.0", f"train.log_dir={tmp_path / 'runs'}")
+    assert out.returncode == 2 and out.stderr.startswith("error: algo.tis.cap:") and "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()

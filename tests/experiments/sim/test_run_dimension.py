@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from algorithms import ADVANTAGES, REWEIGHTERS
-from experiments import metrics as M
+from experiments.training import metrics as M
 from rlvr_env.bandit import rare_mode_share
 
 REWEIGHT_CFGS = [{"name": "none"}, {"name": "hadw", "lambda_scale": 1.3}, {"name": "hadw", "sigma_floor": 0.0},

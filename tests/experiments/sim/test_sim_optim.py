@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from experiments.optim import OptimParams, build_optimizer
-from experiments.sim.optim import RunOptimizer, clip_per_run
+from algorithms.optim import OptimParams, build_optimizer
+from experiments.sim.per_run_optim import RunOptimizer, clip_per_run
 
 LRS = [0.01, 0.3, 1e-3]
 MAX_NORMS = [0.5, float("inf"), 2.0]

@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from algorithms import ConfigError
 from experiments.sim import History, grid, plan, run_sweep
-from experiments.sim.components import build_trainer
+from experiments.training.build import build_trainer
 from experiments.sim.sweep import RunSpec
 
 BASE = ["train.steps=6", "train.prompts_per_step=8", "env.num_prompts=32"]
@@ -41,6 +41,7 @@ def test_plan_batches_compatible_runs_and_splits_for_the_workers():
         plan([resumed])
 
 
+@pytest.mark.slow
 def test_workers_give_the_in_process_results_and_write_events(tmp_path):
     specs = grid({"algo": ["grpo_hadw", "dapo"]}, seeds=range(2), base=BASE)
     in_process = run_sweep(specs, workers=1)
@@ -82,13 +83,13 @@ def test_run_spec_names_must_be_unique_in_a_sweep(make_cfg):
         run_sweep([RunSpec("x", cfg), RunSpec("x", cfg)], workers=1)
 
 
+@pytest.mark.slow
 def test_bench_sim_runs_from_the_command_line():
     """The benchmark CLI end to end, tiny: the ratio, a sweep over two spawned workers, the profile."""
     from tests.conftest import run_cli
 
-    out = run_cli("--runs", "2", "--steps", "2", "--repeats", "1", "--prompts", "16", "--bank", "32",
-                  "--full-runs", "2", "--full-steps", "3", "--profile", "--profile-steps", "2", "--profile-top", "3",
-                  module="experiments.bench_sim")
+    out = run_cli("runs=2", "steps=2", "repeats=1", "prompts=16", "bank=32", "full_runs=2", "full_steps=3", "profile=true",
+                  "profile_steps=2", "profile_top=3", module="experiments.bench.sim")
     assert out.returncode == 0, out.stderr
     assert "batched / sequential = " in out.stdout and "(goal <= 2/R = 1.0000)" in out.stdout and "building" in out.stdout
     assert "full: 2 runs x 3 steps x P=16 x G=8" in out.stdout and "2 batched job(s) on 2 worker(s)" in out.stdout

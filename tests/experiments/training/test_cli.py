@@ -1,10 +1,13 @@
 """Subprocess runs of ``python -m experiments.run``: smoke, TensorBoard events, errors, resume."""
 
+import pytest
 import re
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow  # subprocess runs and multi-process jobs: python -m pytest -m 'not slow' skips them
 
 REQUIRED_TAGS = {
     "accuracy/all", "accuracy/hard", "accuracy/medium", "accuracy/easy",

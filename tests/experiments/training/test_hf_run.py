@@ -8,10 +8,10 @@ import torch
 
 from tests.hf_fixtures import tiny_dir  # noqa: F401
 
-from experiments.checkpoint import list_checkpoints, load_latest  # noqa: E402
-from experiments.config import build_trainer, compose_config  # noqa: E402
-from experiments.evaluator import EvalParams, evaluate  # noqa: E402
-from experiments.optim import OptimParams, build_scheduler, lr_factor  # noqa: E402
+from experiments.training.checkpoint import list_checkpoints, load_latest  # noqa: E402
+from experiments.training.build import build_trainer, compose_config  # noqa: E402
+from experiments.evaluation.evaluator import EvalParams, evaluate  # noqa: E402
+from algorithms.optim import OptimParams, build_scheduler, lr_factor  # noqa: E402
 from policies.base import Rollout  # noqa: E402
 from rlvr_env import ArithmeticParams, ArithmeticTask, MathTask  # noqa: E402
 from rlvr_env.problems import Problem, arithmetic_problems, in_held_out_split  # noqa: E402
@@ -35,6 +35,7 @@ def tiny_run(cache, *extra: str) -> dict:
         "optim.warmup_steps=2", "optim.schedule=cosine", *extra)
 
 
+@pytest.mark.slow
 def test_llm_run_resumes_exactly_and_exports_a_loadable_model(tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -65,6 +66,7 @@ def test_llm_run_resumes_exactly_and_exports_a_loadable_model(tmp_path):
     assert len(warm) == 1 and (warm[0] / "warm_start.json").is_file()  # built once, reused by all three runs
 
 
+@pytest.mark.slow
 def test_cli_logs_text_metrics_samples_and_weights(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -94,7 +96,7 @@ def test_cli_logs_text_metrics_samples_and_weights(tmp_path):
 def test_reweighting_weights_histogram_and_samples_for_any_policy(make_cfg, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from experiments.tracking import TensorBoardLogger
+    from experiments.training.tracking import TensorBoardLogger
 
     cfg = make_cfg("algo=grpo_hadw", "train.steps=3", "train.samples_every=2", "train.progress=false")
     trainer = build_trainer(cfg, tmp_path)
@@ -175,7 +177,7 @@ def test_warm_start_loss_is_the_likelihood_and_label_smoothing_by_hand(tiny_dir)
     from policies.hf.loading import encode_prompt
     from policies.hf.logprobs import response_logprobs
     from policies.hf.policy import left_pad
-    from policies.tiny_qwen3 import target_loss
+    from policies.hf.tiny import target_loss
     from rlvr_env.problems import format_prompt
 
     tokenizer, model = AutoTokenizer.from_pretrained(tiny_dir), AutoModelForCausalLM.from_pretrained(tiny_dir)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from algorithms import ConfigError
-from experiments.checkpoint import list_checkpoints, load_latest
-from experiments.config import build_trainer
-from experiments.trainer import NonFiniteRewardError
+from experiments.training.checkpoint import list_checkpoints, load_latest
+from experiments.training.build import build_trainer
+from experiments.training.trainer import NonFiniteRewardError
 
 
 def small(cfg, steps=20):

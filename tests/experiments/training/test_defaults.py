@@ -1,0 +1,75 @@
+"""Defaults are declared once, in the attrs classes: every YAML file that states a component's
+defaults (the base config's train / eval / optim, the env, reweighter and policy backends'
+presets) agrees with its class. Algorithm presets and model presets (qwen3-8b, tiny-qwen3)
+choose their own values on purpose (a paper's clip range, a model's learning rate) and are
+not checked; the composed result of every preset is validated by building it (test_presets)."""
+
+
+import attrs
+import pytest
+from omegaconf import OmegaConf
+
+from algorithms.optim import OptimParams
+from algorithms.reweighters import REWEIGHTERS
+from experiments.evaluation.evaluator import EvalParams
+from experiments.training.trainer import TrainParams
+from policies import POLICIES
+from policies.hf.samplers import SAMPLERS
+from rlvr_env import TASKS
+from tests.conftest import ROOT
+
+CONF = ROOT / "experiments" / "conf"
+
+
+def load(path: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(CONF / path), resolve=False)
+
+
+def disagreements(section: dict, cls: type, where: str) -> list[str]:
+    """Keys of ``section`` that are no field of ``cls``, or whose value is not the field's default."""
+    out = []
+    fields = {f.name: f for f in attrs.fields(cls)}
+    for key, value in section.items():
+        if key in ("defaults", "name"):
+            continue
+        if cls.__name__.endswith("HFParams") and key in SAMPLERS.names():  # a sampler's own settings
+            out += disagreements(value or {}, SAMPLERS.entry(key).params, f"{where}.{key}")
+            continue
+        if key not in fields:
+            out.append(f"{where}.{key}: not a field of {cls.__name__}")
+            continue
+        default = fields[key].default
+        if default is attrs.NOTHING:
+            continue
+        default = default.factory() if isinstance(default, attrs.Factory) else default
+        if attrs.has(type(default)) and isinstance(value, dict):
+            out += disagreements(value, type(default), f"{where}.{key}")
+        elif value != (list(default) if isinstance(default, tuple) else default) and not str(value).startswith("${"):
+            out.append(f"{where}.{key}: the YAML says {value!r}, {cls.__name__} says {default!r}")
+    return out
+
+
+def sections():
+    base = load("config.yaml")
+    yield "train", base["train"], TrainParams
+    yield "eval", base["eval"], EvalParams
+    yield "optim", base["optim"], OptimParams
+    for path in sorted((CONF / "env").glob("*.yaml")):
+        cfg = load(f"env/{path.name}")
+        yield f"env/{path.stem}", cfg, TASKS.entry(cfg["name"]).params
+    for path in sorted((CONF / "reweight").glob("*.yaml")):
+        cfg = load(f"reweight/{path.name}")
+        yield f"reweight/{path.stem}", cfg, REWEIGHTERS.entry(cfg["name"]).params
+    for name in ("tabular", "hf"):  # the backends' own presets
+        cfg = load(f"policy/{name}.yaml")["policy"]
+        yield f"policy/{name}", cfg, POLICIES.entry(cfg["name"]).params
+
+
+@pytest.mark.parametrize("where, section, cls", list(sections()), ids=lambda x: x if isinstance(x, str) else "")
+def test_yaml_defaults_agree_with_the_attrs_classes(where, section, cls):
+    assert disagreements(section, cls, where) == []
+
+
+def test_the_check_sees_a_changed_default():
+    assert disagreements({"steps": 201, "nope": 1}, TrainParams, "train") == [
+        "train.steps: the YAML says 201, TrainParams says 200", "train.nope: not a field of TrainParams"]

@@ -247,6 +247,19 @@ def test_main_runs_verls_main_ppo_with_the_plugin_and_the_checkpoint_callback(mo
     assert seen["argv"][1:] == ["trainer.checkpoint_callback_class=my.Callback"]
 
 
+def test_verls_config_validation_accepts_the_rlvr_keys():
+    """main_ppo validates the whole config before it starts Ray: ``algorithm.rlvr`` passes."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    config = verl_config("algorithm.adv_estimator=grpo_hadw", "+algorithm.rlvr.reweight.lambda_scale=1.3",
+                         "actor_rollout_ref.model.path=/x", "data.train_files=/x", "data.val_files=/x",
+                         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1", "actor_rollout_ref.rollout.n=4",
+                         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=1",
+                         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=1", "trainer.n_gpus_per_node=1")
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+
+
 def test_main_composes_verls_own_config():
     """``python -m algorithms.integrations.verl.main ... --cfg job``: verl's Hydra app prints the config it runs."""
     done = subprocess.run([sys.executable, "-W", "ignore", "-m", "algorithms.integrations.verl.main",

@@ -190,12 +190,13 @@ def test_bad_reweight_config_fails_at_construction_with_the_field(tiny_dir, tmp_
         make_trainer(tiny_dir, tmp_path, reweight={"name": "hadw", "lambda_scale": -1.0})
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_compute_the_same_weights(tiny_dir, tmp_path):  # noqa: F811
     """torchrun, 2 CPU processes, 6 completions each in groups of 4: the middle group spans both processes."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
            "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "tests/trl_two_process_worker.py", str(tiny_dir), str(tmp_path)],
+                           "tests/algorithms/integrations/trl_two_process_worker.py", str(tiny_dir), str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     results = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]

@@ -64,6 +64,11 @@ class Registry:
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Remove an entry (a test's or a plugin's own, when it is done)."""
+        self.entry(name)  # unknown names: the usual error
+        del self._entries[name]
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

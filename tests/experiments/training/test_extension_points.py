@@ -1,5 +1,6 @@
 """Adding a stage is one class and one registration, here in this file: a reweighter that the
-config names and the trainer applies, and a sampler that a transformers policy generates with."""
+config names and the trainer applies, and a sampler that a transformers policy generates with.
+(The registrations run while this module's tests do, so other tests see the registries as shipped.)"""
 
 import attrs
 import pytest
@@ -16,7 +17,6 @@ class ScaleParams:
     """Every advantage times this."""
 
 
-@REWEIGHTERS.register("example_scale", ScaleParams)  # the one registration
 class ScaleReweighter(Reweighter):
     """A' = factor * A."""
 
@@ -47,7 +47,6 @@ class EchoParams:
     """The character every response repeats."""
 
 
-@SAMPLERS.register("example_echo", EchoParams)  # the one registration
 class EchoSampler:
     """Every response is ``token`` repeated up to the budget, then the stop token (deterministic)."""
 
@@ -89,3 +88,12 @@ def test_a_sampler_registered_here_generates_for_a_transformers_policy(tmp_path)
     trainer.train_step()
     with pytest.raises(Exception, match="policy.sampler: unknown sampler 'nope'"):
         build_trainer({**cfg, "policy": {**cfg["policy"], "sampler": "nope"}}, tmp_path / "run2")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered_here():
+    REWEIGHTERS.register("example_scale", ScaleParams)(ScaleReweighter)  # the one registration of the reweighter
+    SAMPLERS.register("example_echo", EchoParams)(EchoSampler)  # the one registration of the sampler
+    yield
+    REWEIGHTERS.unregister("example_scale")
+    SAMPLERS.unregister("example_echo")

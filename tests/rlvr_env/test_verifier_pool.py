@@ -32,7 +32,6 @@ def test_script_without_main_guard_gets_correct_rewards(tmp_path):
         sys.path.insert(0, {str(ROOT)!r})
         from rlvr_env import verify_batch
         from rlvr_env.verifier_pool import VerifierPool
-from tests.conftest import ROOT
         print("script body runs")
         completions, answers = {COMPLETIONS!r}, {ANSWERS!r}
         out = {{"default": [v.reward for v in verify_batch(completions, answers, workers=2)]}}
@@ -132,7 +131,6 @@ import json, sys
 sys.path.insert(0, {root!r})
 from rlvr_env.verifier import hash_pinned
 from rlvr_env.verifier_pool import VerifierPool
-from tests.conftest import ROOT
 with VerifierPool(2) as pool:
     pool.map({completions!r}, {answers!r})
     print(json.dumps({{"pinned": hash_pinned(), "counts": pool.last_counts}}))

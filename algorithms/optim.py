@@ -7,7 +7,7 @@ import math
 import attrs
 import torch
 
-from algorithms.registry import between, ge, gt, integer, one_of
+from algorithms.registry import ConfigError, between, ge, gt, integer, one_of
 
 
 @attrs.frozen
@@ -29,7 +29,19 @@ class OptimParams:
 
 
 def build_optimizer(params: OptimParams, parameters) -> torch.optim.Optimizer:
+    """The optimizer over the trainable ``parameters``; a ConfigError where ``lr`` or
+    ``weight_decay`` does not fit the weights' precision (1e300 overflows float32 inside the
+    update, which would stop the run with a traceback from within the optimizer)."""
     parameters = [p for p in parameters if p.requires_grad]
+    # Adam's first step scales lr by 1 / (1 - beta1) = 10 (its bias correction)
+    scale = {"lr": 1.0 if params.name == "sgd" else 10.0, "weight_decay": 1.0}
+    for field in ("lr", "weight_decay"):
+        value = abs(getattr(params, field)) * scale[field]
+        for dtype in {p.dtype for p in parameters if p.is_floating_point()}:
+            if value > torch.finfo(dtype).max:
+                raise ConfigError(f"optim.{field}: {getattr(params, field)} overflows the weights' "
+                                  f"{str(dtype).removeprefix('torch.')} inside the {params.name} update "
+                                  f"({value:.3g} > {torch.finfo(dtype).max:.3g})")
     if params.name == "sgd":
         return torch.optim.SGD(parameters, lr=params.lr, weight_decay=params.weight_decay)
     cls = torch.optim.AdamW if params.name == "adamw" else torch.optim.Adam

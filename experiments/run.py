@@ -13,6 +13,7 @@ Examples:
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 import traceback
@@ -26,6 +27,8 @@ from experiments.compare.arena import run_arena
 from experiments.parallel.launch import (broadcast_object, close_processes, end_process, init_processes,
                                         launched_processes, processes)
 from experiments.training import metrics as M
+from experiments.training.checkpoint import list_checkpoints
+from experiments.training.guards import RunStopped
 from experiments.training.lifecycle import TrainingRun, resolve_config
 from experiments.training.tracking import summary_table
 from experiments.training.trainer import Trainer
@@ -42,14 +45,20 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> Trainer:
     plain, run_dir, resuming = resolve_config(cfg, list(overrides))
     run_dir = broadcast_object(run_dir)  # a new run's name carries the main process's clock
     with (TrainingRun.resume(plain, run_dir) if resuming else TrainingRun.start(plain, run_dir)) as training:
-        trainer = training.trainer
+        trainer, run_dir = training.trainer, training.directory.path  # a default name made unique when created
         main = trainer.engine.is_main
         if resuming and main:
             print(f"resumed {run_dir} from {training.resumed_from.name} (step {trainer.step})", file=sys.stderr)
         if resuming and trainer.step >= trainer.params.steps:
-            if main:
+            if not training.exported:  # stopped between its last checkpoint and the export
+                trainer.export()
+                if main:
+                    print(f"the run had finished (step {trainer.step}) without its model: wrote {training.directory.model_dir}",
+                          file=sys.stderr)
+            elif main:
                 print(f"nothing to train: the run is at step {trainer.step} and train.steps={trainer.params.steps}; "
                       f"pass a larger train.steps to continue it. Its summary:", file=sys.stderr)
+            if main:
                 print(summary_table(trainer.history, f"{trainer.algo.name} on {plain['env']['name']}: "
                                     f"{trainer.step} steps (from {training.resumed_from.name})"))
             return trainer
@@ -64,12 +73,14 @@ def run(cfg: DictConfig, overrides: list[str] = ()) -> Trainer:
         start = time.perf_counter()
         try:
             training.train(on_step)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             bar.close()
             if main:
-                saved = f"checkpoint saved at step {trainer.step}" if trainer.step else "stopped before the first step"
-                print(f"\ninterrupted: {saved}; continue with: python -m experiments.run resume={run_dir}", file=sys.stderr)
+                print(f"\ninterrupted: {interrupt_note(exc, run_dir)}", file=sys.stderr)
             raise SystemExit(130) from None
+        except RunStopped as exc:
+            bar.close()
+            raise RunStopped(f"{exc}; {kept_note(run_dir)}") from None
         finally:
             bar.close()
     if not main:
@@ -103,10 +114,12 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
         else:
             trainer = run(cfg, overrides)
             result = trainer.history[-1] if trainer.history else None
-    except ConfigError as exc:
+    except (ConfigError, RunStopped, OSError) as exc:
+        if isinstance(exc, OSError) and not file_error(exc):
+            raise
         if processes() == 1 or rank == 0:  # every process finds the same problem: say it once
-            print(f"error: {exc}", file=sys.stderr)
-        code = 2
+            print(f"error: {os_error(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
+        code = 1 if isinstance(exc, RunStopped) else 2
     except SystemExit as exc:  # Ctrl-C: 130
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -121,6 +134,39 @@ def main(cfg: DictConfig) -> dict[str, float] | None:
     if code:
         sys.exit(code)
     return result
+
+
+def interrupt_note(exc: KeyboardInterrupt, run_dir) -> str:
+    """What an interrupted run kept, and how to continue it."""
+    saved = getattr(exc, "checkpoint", None)
+    if saved is not None:
+        return f"checkpoint {saved.name} written after step {exc.step}; continue with: python -m experiments.run resume={run_dir}"
+    return f"stopped at once, nothing saved; {kept_note(run_dir)}"
+
+
+def kept_note(run_dir) -> str:
+    """The newest checkpoint a stopped run keeps (what ``resume=`` continues from)."""
+    found = list_checkpoints(run_dir)
+    if not found:
+        return "no checkpoint was written before it (train.checkpoint_every)"
+    return f"kept: {found[-1]} (resume={run_dir} continues from it)"
+
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def file_error(exc: OSError) -> bool:
+    """A read or write of a named file, or a full disk: the user's to fix, told in one line."""
+    return exc.filename is not None or exc.errno in DISK_FULL
+
+
+def os_error(exc: OSError) -> str:
+    """A failed read or write in one line: the file and the system's reason (disk full, ...)."""
+    where = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or str(exc)
+    if exc.errno in DISK_FULL:
+        reason = f"{reason} (disk full or over a size limit; nothing partial was left)"
+    return f"{where}: {reason}"
 
 
 def print_stages() -> None:

@@ -68,10 +68,21 @@ class Engine(Processes, Protocol):
         (several processes reduce gradients then, not before)."""
         ...
 
-    def step(self, max_grad_norm: float | None) -> torch.Tensor:
+    def step(self, max_grad_norm: float | None, loss: torch.Tensor | None = None) -> torch.Tensor:
         """Clip the global gradient norm, step the optimizer (and schedule), zero the
-        gradients; returns the norm before clipping (0-dim, not synced to the host). Every
-        process calls it once per minibatch, also one that held no rows of it (no backward)."""
+        gradients; returns the norm before clipping (0-dim). Every process calls it once per
+        minibatch, also one that held no rows of it (no backward). A non-finite norm, or a
+        non-finite ``loss`` (this process's part of the minibatch's) on any process, skips
+        the optimizer and schedule step on every process; the norm returned is then
+        non-finite (NaN for the loss)."""
+        ...
+
+    def any_process(self, flag: bool) -> bool:
+        """True on every process when ``flag`` is True on any (one process: ``flag``)."""
+        ...
+
+    def nonfinite_weights(self) -> tuple[torch.Tensor, int]:
+        """(0-dim count of NaN / inf trainable weights over every process, number of trainable weights)."""
         ...
 
     def full_weights(self) -> contextlib.AbstractContextManager:
@@ -124,14 +135,28 @@ class LocalEngine:
     def backward(self, loss: torch.Tensor, *, sync: bool = True) -> None:
         loss.backward()
 
-    def step(self, max_grad_norm: float | None) -> torch.Tensor:
-        max_norm = math.inf if max_grad_norm is None else max_grad_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
+    def step(self, max_grad_norm: float | None, loss: torch.Tensor | None = None) -> torch.Tensor:
+        grad_norm = self.clip(math.inf if max_grad_norm is None else max_grad_norm)
+        if loss is not None and self.any_process(not bool(torch.isfinite(loss.detach()).all())):
+            grad_norm = torch.full_like(grad_norm, math.nan)  # a non-finite loss: no update either
+        if bool(torch.isfinite(grad_norm)):  # one host sync per optimizer step
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm.detach()
+        return grad_norm
+
+    def clip(self, max_norm: float) -> torch.Tensor:
+        """The global gradient norm before clipping (0-dim), gradients clipped to ``max_norm``."""
+        return torch.nn.utils.clip_grad_norm_(self.params, max_norm).detach()
+
+    def any_process(self, flag: bool) -> bool:
+        return bool(flag)
+
+    def nonfinite_weights(self) -> tuple[torch.Tensor, int]:
+        with torch.no_grad():
+            bad = torch.stack([(~torch.isfinite(p.detach())).sum().cpu() for p in self.params]).sum()
+        return bad, sum(p.numel() for p in self.params)
 
     def totals(self, mask: torch.Tensor) -> Totals:
         return Totals.of(mask)
@@ -207,9 +232,14 @@ class DistributedEngine(LocalEngine):
             p.grad = flat[offset:offset + g.numel()].view_as(p).to(p.dtype)
             offset += g.numel()
 
-    def step(self, max_grad_norm: float | None) -> torch.Tensor:
+    def step(self, max_grad_norm: float | None, loss: torch.Tensor | None = None) -> torch.Tensor:
         self.reduce_gradients()
-        return super().step(max_grad_norm)
+        return super().step(max_grad_norm, loss)
+
+    def any_process(self, flag: bool) -> bool:
+        value = torch.tensor([float(bool(flag))])
+        self.dist.all_reduce(value, op=self.dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
 
     def totals(self, mask: torch.Tensor) -> Totals:
         local = Totals.of(mask)

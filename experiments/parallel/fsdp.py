@@ -136,9 +136,19 @@ class FSDPEngine(DistributedEngine):
         for unit in self.units:
             unit.reshard()
 
-    def step(self, max_grad_norm: float | None) -> torch.Tensor:
+    def step(self, max_grad_norm: float | None, loss: torch.Tensor | None = None) -> torch.Tensor:
         """Gradients are already summed into the shards by backward's reduce-scatters."""
-        return LocalEngine.step(self, max_grad_norm).full_tensor()  # the norm is a replicated DTensor
+        return LocalEngine.step(self, max_grad_norm, loss)
+
+    def clip(self, max_norm: float) -> torch.Tensor:
+        return LocalEngine.clip(self, max_norm).full_tensor()  # the norm is a replicated DTensor
+
+    def nonfinite_weights(self) -> tuple[torch.Tensor, int]:
+        """Each process counts its shards; the counts add up."""
+        with torch.no_grad():
+            local = torch.stack([(~torch.isfinite(p.detach().to_local())).sum().cpu().double() for p in self.params]).sum()
+        self.dist.all_reduce(local)
+        return local, sum(p.numel() for p in self.params)  # a DTensor's numel is the whole tensor's
 
     def micro_batches(self, minibatch, size: int | None) -> Iterator[tuple[object, bool]]:
         """This process's micro-batches, then zero-weight passes up to the most any process

@@ -41,6 +41,7 @@ from algorithms.registry import build_params
 from experiments.training import metrics as M
 from algorithms.optim import OptimParams
 from experiments.training.build import build_trainer
+from experiments.training.guards import NonFiniteError
 from experiments.sim.draws import DRAWS, RunDraws, TrainerDraws
 from experiments.sim.history import History
 from experiments.sim.per_run_optim import RunOptimizer, clip_per_run
@@ -72,6 +73,8 @@ def unbatchable_reason(cfg: dict) -> str | None:
     policy = cfg.get("policy", {}).get("name")
     if policy not in BATCHED_POLICIES:
         return f"policy {policy!r}: the batched simulator runs the tabular policy only"
+    if cfg.get("train", {}).get("on_nonfinite") == "skip":
+        return "train.on_nonfinite=skip: the batched simulator stops at a non-finite update, it cannot drop one run's"
     return filter_reason(build_algorithm(cfg["algo"], cfg.get("reweight")))
 
 
@@ -141,6 +144,7 @@ class BatchedSimulator:
         if draws not in DRAWS:
             raise ValueError(f"draws: must be one of {', '.join(DRAWS)}, got {draws!r}")
         check_batchable(configs)
+        self.configs = configs
         run_dirs = run_dirs or [Path(c["train"]["log_dir"]) / f"batched-{i}" for i, c in enumerate(configs)]
         self.trainers = [build_trainer(c, d) for c, d in zip(configs, run_dirs)]  # validates every run
         for i, t in enumerate(self.trainers):
@@ -196,6 +200,7 @@ class BatchedSimulator:
             group_stats.append(stats)
         advantages, weighted = (join(self.groups, [part[i] for part in parts]) for i in (0, 1))  # (R, P, G)
         loss_stats = self.update(ids, answers, old_logp, weighted)
+        self.check_finite(loss_stats)
 
         before = M.group_metrics(raw, advantages, weighted, buckets, p_true)  # name -> (R,)
         runs = self.num_runs
@@ -247,8 +252,22 @@ class BatchedSimulator:
                 grad_norm = clip_per_run(self.logits.grad, self.max_norm)  # (R,)
                 self.optimizer.step(self.logits.grad)
                 for grp, out in zip(self.groups, collected):
-                    out.setdefault("loss/grad_norm", []).append(grp.take(grad_norm))
-        return [{k: torch.stack(v).mean(0) for k, v in out.items()} for out in collected]
+                    out.setdefault(M.GRAD_NORM, []).append(grp.take(grad_norm))
+                    out.setdefault(M.SKIPPED_UPDATES, []).append((~torch.isfinite(grp.take(grad_norm))).float())
+        return [{k: torch.stack(v).sum(0) if k == M.SKIPPED_UPDATES else torch.stack(v).mean(0) for k, v in out.items()}
+                for out in collected]
+
+    def check_finite(self, loss_stats: list[dict[str, torch.Tensor]]) -> None:
+        """The Trainer's ``on_nonfinite=stop``, per run (one host sync): a non-finite loss,
+        gradient norm or weight stops every run, naming the first such run."""
+        bad = ~torch.isfinite(self.logits.detach()).flatten(1).all(1)  # (R,)
+        for grp, stats in zip(self.groups, loss_stats):
+            for key in (M.LOSS, M.GRAD_NORM):
+                bad[grp.runs] |= ~torch.isfinite(stats[key])
+        if bad.any():
+            run = int(bad.nonzero()[0])
+            raise NonFiniteError(f"step {self.step + 1}: run {run} (seed {self.configs[run]['seed']}): non-finite loss, "
+                                 "gradient or weights; lower its optim.lr")
 
     @torch.no_grad()
     def log_softmax(self) -> torch.Tensor:

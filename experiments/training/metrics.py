@@ -45,6 +45,8 @@ CLIP_FRAC = "loss/clip_frac"
 EVAL_ACCURACY = "eval/accuracy"
 EVAL_LEVELS = tuple(f"eval/level{k}" for k in range(1, 6))
 TOKENS_PER_S = "speed/tokens_per_s"
+LOSS, GRAD_NORM = "loss/value", "loss/grad_norm"
+SKIPPED_UPDATES = "train/skipped_updates"  # optimizer updates dropped this step (non-finite loss or gradient)
 FINAL_ACCURACY = (*EXACT_ACCURACY, BATCH_ACCURACY)
 """What comparisons of runs show (arena, sweeps)."""
 

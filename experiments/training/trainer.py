@@ -13,6 +13,7 @@ time), the ``Policy`` protocol and an ``Engine`` (which owns the optimizer).
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,17 +22,16 @@ import attrs
 import numpy as np
 import torch
 
-from algorithms import Algorithm
-from algorithms.registry import integer
+from algorithms import Algorithm, ConfigError
+from algorithms.registry import integer, one_of
 from experiments.training import metrics as M
 from experiments.training.checkpoint import save_checkpoint
+from experiments.training.guards import InterruptGuard, Interrupted, NonFiniteError, check_rewards, check_update
 from experiments.parallel.engine import Engine
+from experiments.training.groups import LocalGroups, StepGroups
 from policies.base import Policy, PromptBatch, Rollout
+from policies.files import atomic_folder, stale_temporaries
 from rlvr_env.protocol import ExactTask, Task
-
-
-class NonFiniteRewardError(ValueError):
-    """A reward was NaN or infinite: the step is refused rather than trained on garbage."""
 
 
 @attrs.frozen
@@ -55,8 +55,15 @@ class TrainParams:
     """How many recent checkpoints to keep."""
     log_dir: str = "runs"
     """Parent folder of run directories (one per run)."""
-    run_name: str | None = None
-    """Run directory name (default: <algo>-<env>-s<seed>-<time>)."""
+    run_name: str | None = attrs.field(default=None, converter=attrs.converters.optional(str))
+    """Run directory name (default: <algo>-<env>-s<seed>-<time>); text whatever YAML makes of it (123, nan)."""
+    on_nonfinite: str = attrs.field(default="stop", validator=one_of("stop", "skip"))
+    """A NaN / inf loss or gradient norm: ``stop`` the run (``error: step N: non-finite ...``, the last
+    good checkpoint kept, nothing exported), or ``skip`` that optimizer update (counted in
+    ``train/skipped_updates``) and stop after ``max_skipped_in_a_row`` such steps. Non-finite
+    weights always stop the run."""
+    max_skipped_in_a_row: int = attrs.field(default=3, validator=integer(1))
+    """``on_nonfinite=skip``: steps in a row with a dropped update before the run stops."""
     progress: bool = True
     """Show a progress bar."""
     eval_every: int = attrs.field(default=0, validator=integer(0))
@@ -67,43 +74,6 @@ class TrainParams:
     weights (histogram); 0: never."""
     samples_shown: int = attrs.field(default=4, validator=integer(1))
     """Completions written each time (the first response of as many groups)."""
-
-
-@attrs.frozen
-class StepGroups:
-    """Every process's groups of one step, N >= P (N > P only with extra filter rounds): the
-    group maths (advantages, reweighter state, metrics) runs on these, identically everywhere."""
-
-    rewards: torch.Tensor
-    """[N, G] verifier rewards, before shaping (accuracy metrics use these)."""
-    lengths: torch.Tensor
-    """[N, G] response lengths in tokens."""
-    buckets: torch.Tensor
-    """[N] difficulty bucket of each group's prompt."""
-    p_true: torch.Tensor | None
-    """[N] exact success probabilities at sampling time, where the task knows them."""
-    train: torch.Tensor
-    """[N] bool: the groups that enter the update (the first P kept by the filter)."""
-    stats: dict[str, torch.Tensor]
-    """sampling/* metrics."""
-
-
-@attrs.frozen
-class LocalGroups:
-    """The groups this process sampled (all N on one process), in ``rollout`` order."""
-
-    index: torch.Tensor
-    """[N_local] their indices into the step's N groups."""
-    prompts: PromptBatch
-    """[N_local] their prompts."""
-    rollout: Rollout
-    """[N_local * G] their responses."""
-
-    def training_rollout(self, groups: StepGroups, advantages: torch.Tensor) -> Rollout:
-        """This process's share of the groups that enter the update, with their ``advantages``
-        ([N, G], every process's groups)."""
-        mine = groups.train[self.index].nonzero().squeeze(1)  # (n_local,) rows of this process's groups
-        return self.rollout.select_groups(mine).with_(advantages=advantages[self.index[mine]].reshape(-1))
 
 
 class Trainer:
@@ -134,6 +104,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(process_seed(seed, engine.rank))  # sampling, minibatch order
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self.skipped_in_a_row = 0  # steps with a dropped (non-finite) update, in a row
+        self.config: dict | None = None  # the run's config, recorded in each checkpoint (set by the lifecycle)
         self._p_exact: torch.Tensor | None = None  # [N] exact p of every prompt under the current policy
 
     # ------------------------------------------------------------ one step
@@ -155,16 +127,19 @@ class Trainer:
         metrics.update(groups.stats)
         metrics.update(reweight_stats)
         metrics.update(self.engine.reduce_metrics({**loss_stats, **M.response_metrics(local.rollout)},
-                                                  sum_keys=("loss/value",)))  # per process -> all of them
+                                                  sum_keys=(M.LOSS,)))  # per process -> all of them
         metrics.update(held_out)
+        bad_weights, num_weights = self.engine.nonfinite_weights()
+        metrics["_nonfinite_weights"] = bad_weights  # checked below, after the step's one host sync
         if self.engine.world_size > 1:
             metrics["processes/state_diff"] = self.check_replicas()
         if self.exact is not None:
             self._p_exact = self.exact.success_probability(self.policy)  # the updated policy: these metrics, next step's p
             metrics.update(M.exact_accuracy(self._p_exact, self.exact.buckets))
             metrics.update(self.exact.policy_metrics(self.policy))
-        self.step += 1
         values = M.to_host(metrics)  # the one host sync of the step
+        self.check_finite(values, int(values.pop("_nonfinite_weights")), num_weights)
+        self.step += 1
         self.history.append(values)
         values = {**values, **M.speed_metrics(timing, groups.lengths)}
         if self.logger is not None:
@@ -292,33 +267,63 @@ class Trainer:
                     loss = loss + part_loss.detach()
                     for key, v in stats.items():
                         collected.setdefault(f"loss/{key}", []).append(v.detach())
-                grad_norm = self.engine.step(self.max_grad_norm)
-                collected.setdefault("loss/value", []).append(loss)
-                collected.setdefault("loss/grad_norm", []).append(grad_norm)
-        return {k: torch.stack(v).mean() for k, v in collected.items()}
+                grad_norm = self.engine.step(self.max_grad_norm, loss)  # non-finite: not applied
+                collected.setdefault(M.LOSS, []).append(loss)
+                collected.setdefault(M.GRAD_NORM, []).append(grad_norm)
+                collected.setdefault(M.SKIPPED_UPDATES, []).append((~torch.isfinite(grad_norm)).float())
+        stats = {k: torch.stack(v).mean() for k, v in collected.items()}
+        stats[M.SKIPPED_UPDATES] = torch.stack(collected[M.SKIPPED_UPDATES]).sum()
+        return stats
+
+    def check_finite(self, values: dict[str, float], bad_weights: int, num_weights: int) -> None:
+        """The non-finite guard (``train.on_nonfinite``), after the step's metrics reached the host."""
+        skip = self.params.on_nonfinite == "skip"
+        check_update(values, bad_weights, num_weights, self.step + 1, skip)
+        if not skip:
+            return
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if values.get(M.SKIPPED_UPDATES, 0) > 0 else 0
+        if self.skipped_in_a_row >= self.params.max_skipped_in_a_row:
+            raise NonFiniteError(f"step {self.step + 1}: non-finite loss or gradient in {self.skipped_in_a_row} steps "
+                                 f"in a row (train.max_skipped_in_a_row={self.params.max_skipped_in_a_row}), their "
+                                 "updates dropped; lower optim.lr")
 
     # ------------------------------------------------------------ loop
     def train(self, on_step=None) -> list[dict[str, float]]:
-        """Run until ``params.steps``; checkpoint every ``checkpoint_every`` and at the end.
-
-        On KeyboardInterrupt a checkpoint of the last finished step is written first.
-        """
+        """Run until ``params.steps``; checkpoint every ``checkpoint_every`` and at the end,
+        then export the model. Ctrl-C / SIGTERM: the step in progress finishes, a checkpoint
+        of it is written, then ``Interrupted`` (a KeyboardInterrupt) is raised; a second
+        Ctrl-C raises KeyboardInterrupt at once, saving nothing."""
         every = self.params.checkpoint_every
-        try:
+        saved = None
+        with InterruptGuard(self.engine, announce=self.engine.is_main) as guard:
             while self.step < self.params.steps:
                 values = self.train_step()
                 if on_step is not None:
                     on_step(self.step, values)
-                if every and self.step % every == 0:
-                    self.save()
-        except KeyboardInterrupt:
-            if self.step > 0:
+                saved = self.save() if every and self.step % every == 0 else None
+                if guard.requested():
+                    raise Interrupted(saved or self.save(), self.step)
+            if saved is None and (not self.history or not every or self.step % every):
                 self.save()
-            raise
-        if not self.history or not (every and self.step % every == 0):
-            self.save()
-        self.engine.save_model(self.policy, self.run_dir / "model")  # transformers: from_pretrained(run_dir / "model")
+            self.export()
         return self.history
+
+    def export(self) -> Path:
+        """The final model in ``run_dir/model`` (transformers: ``from_pretrained(run_dir / "model")``),
+        written to a temporary folder then renamed: a reader never finds half a model. Refused
+        when a weight is non-finite."""
+        bad, total = self.engine.nonfinite_weights()
+        if int(bad):
+            raise NonFiniteError(f"step {self.step}: non-finite weights ({int(bad):,} of {total:,} values); not exported")
+        target = self.run_dir / "model"
+        if not self.engine.is_main:
+            self.engine.save_model(self.policy, target)  # takes part (sharded weights are gathered), writes nothing
+            return target
+        for stale in stale_temporaries(target):  # a killed export's (the run's lock: nobody else writes here)
+            shutil.rmtree(stale)
+        with atomic_folder(target, replace=True) as tmp:
+            self.engine.save_model(self.policy, tmp)
+        return target
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -334,6 +339,8 @@ class Trainer:
             "task": self.task.state_dict(),
             "generator": self.generator.get_state(),
             "history": list(self.history),
+            "skipped_in_a_row": self.skipped_in_a_row,
+            "config": self.config,
         }
         if self.engine.world_size > 1:
             state["process_generators"] = self.engine.gather(self.generator.get_state()[None])  # (W, S)
@@ -343,10 +350,11 @@ class Trainer:
         saved = state.get("process_generators")
         world = 1 if saved is None else saved.shape[0]
         if world != self.engine.world_size:
-            raise ValueError(f"resume: the checkpoint was written by {world} process(es), this run has "
+            raise ConfigError(f"resume: the checkpoint was written by {world} process(es), this run has "
                              f"{self.engine.world_size}; resume with the same number of processes")
+        self.policy.load_state_dict(state["policy"])  # first: a checkpoint of another model fails here
         self.step = int(state["step"])
-        self.policy.load_state_dict(state["policy"])
+        self.skipped_in_a_row = int(state.get("skipped_in_a_row", 0))
         self.engine.load_state_dict(state["engine"] if "engine" in state else {"optimizer": state["optimizer"]})
         self.algo.reweighter.load_state_dict(state["reweighter"])
         self.task.load_state_dict(state["task"])
@@ -369,13 +377,3 @@ def process_seed(seed: int, rank: int) -> int:
         return seed
     return int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
-
-def check_rewards(rewards: torch.Tensor, step: int) -> None:
-    """Refuse NaN / inf rewards with the offending positions (rewards live on the host)."""
-    bad = ~torch.isfinite(rewards)
-    if bad.any():
-        where = bad.nonzero()[:5].tolist()
-        raise NonFiniteRewardError(
-            f"step {step}: {int(bad.sum())} non-finite reward(s) at [prompt, response] {where}; "
-            "fix the reward function (return a finite value, or 0 for unscorable answers)"
-        )

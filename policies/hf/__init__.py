@@ -12,8 +12,6 @@ import transformers or vLLM.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from typing import Any
 
 import attrs
@@ -53,6 +51,11 @@ def check_sampler_available(params: HFParams) -> None:
         check()
 
 
+def _at_most_max_new_tokens(inst, attribute, value):
+    if value > inst.max_new_tokens:
+        raise FieldError(attribute.name, f"must be <= max_new_tokens ({inst.max_new_tokens}), got {value}")
+
+
 def _model_path(inst, attribute, value):
     if not isinstance(value, str) or not value:
         raise FieldError(attribute.name, "missing: set it to a local folder holding config.json and weights, "
@@ -65,7 +68,7 @@ class HFParams:
     """Local folder with config.json and weights (or a hub id already in the local Hugging Face cache)."""
     max_new_tokens: int = attrs.field(validator=integer(1))
     """The generation budget (Dr.GRPO's L_max and DAPO's overlong limits interpolate it)."""
-    min_new_tokens: int = attrs.field(default=0, validator=integer(0))
+    min_new_tokens: int = attrs.field(default=0, validator=[integer(0), _at_most_max_new_tokens])
     """Stop tokens are masked out before this many new tokens (benchmarks use it for equal work)."""
     temperature: float = attrs.field(default=1.0, validator=gt(0.0))
     """Sampling temperature; log-probs (old, current, reference) are of logits / temperature."""

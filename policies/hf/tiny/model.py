@@ -11,15 +11,13 @@ is Qwen's (``<|im_start|>role ... <|im_end|>``).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 import string
-import tempfile
 from pathlib import Path
 
 import torch
+
+from policies.files import atomic_folder
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # pad, turn start, turn end (= eos)
 # Whole-string tokens besides the characters: the chat roles, the answer box and (added in
@@ -50,25 +48,6 @@ def char_tokenizer():
                                         unk_token="<unk>")
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
-
-
-@contextlib.contextmanager
-def atomic_folder(path: Path):
-    """Yield a temporary sibling folder; on success rename it to ``path`` (if another process
-    finished first, keep theirs). On failure nothing is left behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not (path / "config.json").is_file():
-                raise
-            shutil.rmtree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 BUILD_ARGS = "tiny_build_args.json"

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from algorithms.optim import OptimParams, build_optimizer, build_scheduler
 from algorithms.registry import gt, integer
-from policies.hf.tiny.model import TINY_CONFIG, atomic_folder, build_tiny_qwen3
+from policies.files import atomic_folder
+from policies.hf.tiny.model import TINY_CONFIG, build_tiny_qwen3
 from rlvr_env.problems import in_held_out_split
 
 

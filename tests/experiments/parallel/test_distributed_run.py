@@ -31,11 +31,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(*args: str, processes: int = 2, config=CONFIG) -> subprocess.CompletedProcess:
-    """``accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m experiments.run args``."""
+def launch(*args: str, processes: int = 2, config=CONFIG, fault: str | None = None) -> subprocess.CompletedProcess:
+    """``accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m experiments.run args``
+    (``fault``: ``tests/experiments/training/faulty_run.py``'s FAULT, on process 0 only)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    program = ["-m", "experiments.run"]
+    if fault is not None:
+        env.update(FAULT=fault, FAULT_RANK="0")
+        program = [str(ROOT / "tests" / "experiments" / "training" / "faulty_run.py")]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-           "--num_processes", str(processes), "--main_process_port", str(free_port()), "-m", "experiments.run", *args]
+           "--num_processes", str(processes), "--main_process_port", str(free_port()), *program, *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -120,6 +125,24 @@ def test_two_process_run_trains_writes_once_keeps_replicas_equal_and_resumes(ddp
     single = subprocess.run([sys.executable, "-m", "experiments.run", f"resume={part}", "train.steps=6"], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
     assert single.returncode == 2 and "written by 2 process(es)" in single.stderr
+
+
+def test_ctrl_c_on_one_process_stops_every_process_after_the_same_step_and_resumes_exactly(ddp_run):
+    """SIGINT reaches process 0 only, while it samples step 3: every process finishes step 3,
+    they write one checkpoint together and stop; two processes then resume exactly."""
+    base, full = ddp_run
+    assert full.returncode == 0, full.stderr[-4000:]
+    part = base / "runs" / "interrupted"
+    out = launch(*tiny_args(base, "train.run_name=interrupted"), fault="sigint:sample:3")
+    assert "checkpoint step_000003.pt written after step 3" in out.stderr, out.stderr[-4000:]
+    assert out.stderr.count("interrupted:") == 1 and "Traceback" not in out.stderr
+    assert [p.name for p in list_checkpoints(part)] == ["step_000002.pt", "step_000003.pt"]
+    resumed = launch(f"resume={part}")
+    assert resumed.returncode == 0 and "(step 3)" in resumed.stderr, resumed.stderr[-4000:]
+    saved, state = load_latest(base / "runs" / "full")[1], load_latest(part)[1]
+    assert same_history(state["history"], saved["history"])
+    for name, weight in saved["policy"].items():
+        assert torch.equal(weight, state["policy"][name]), name
 
 
 def test_fsdp_run_trains_like_the_replicas_resumes_and_exports(tmp_path, ddp_run):

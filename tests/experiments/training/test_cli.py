@@ -100,13 +100,17 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_continue(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    match = re.search(r"checkpoint saved at step (\d+); continue with: python -m experiments\.run resume=(\S+)", err)
-    assert match and match.group(2) == str(run_dir), err
-    stopped = int(match.group(1))
-    assert stopped >= 5 and (run_dir / "checkpoints" / f"step_{stopped:06d}.pt").is_file()
+    match = re.search(r"checkpoint step_(\d+)\.pt written after step (\d+); continue with: "
+                      r"python -m experiments\.run resume=(\S+)", err)
+    assert match and match.group(3) == str(run_dir), err
+    stopped = int(match.group(2))
+    assert stopped >= 5 and int(match.group(1)) == stopped
+    assert (run_dir / "checkpoints" / f"step_{stopped:06d}.pt").is_file()
 
-    same = run_cli(f"resume={run_dir}", f"train.steps={stopped}")
-    assert same.returncode == 0 and "nothing to train" in same.stderr and f"train.steps={stopped}" in same.stderr
+    same = run_cli(f"resume={run_dir}", f"train.steps={stopped}")  # finished at that many steps: its model written
+    assert same.returncode == 0 and "without its model: wrote" in same.stderr, same.stderr
+    again = run_cli(f"resume={run_dir}", f"train.steps={stopped}")
+    assert again.returncode == 0 and "nothing to train" in again.stderr and f"train.steps={stopped}" in again.stderr
 
     more = run_cli(f"resume={run_dir}", f"train.steps={stopped + 5}", "train.progress=false")
     assert more.returncode == 0, more.stderr

@@ -68,6 +68,11 @@ def processes() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def launched_as_main() -> bool:
+    """Rank 0 by the launcher's RANK (or no launcher), before any process group exists."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def is_main_process() -> bool:
     """Rank 0 of the initialised process group, or the only process."""
     import torch.distributed as dist

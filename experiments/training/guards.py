@@ -76,8 +76,10 @@ def check_update(values: dict[str, float], bad_weights: int, num_weights: int, s
 
 class InterruptGuard:
     """SIGINT and SIGTERM set a flag instead of raising; ``requested()`` (every process calls
-    it once per step) is True on every process when any process got one. A second signal
-    raises KeyboardInterrupt at once. Outside a main thread (signals cannot be caught
+    it once per step) is True on every process when any process got one. The same signal a
+    second time raises KeyboardInterrupt at once; a SIGTERM after a SIGINT does not (Ctrl-C
+    under ``torchrun`` / ``accelerate launch`` reaches each process from the terminal and
+    again as the launcher's SIGTERM, which it follows with SIGKILL after 30 s). Outside a main thread (signals cannot be caught
     there) it installs nothing and never requests."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -85,11 +87,15 @@ class InterruptGuard:
     def __init__(self, engine=None, announce: bool = True):
         self.engine, self.announce = engine, announce
         self.flag = False
+        self.seen: set[int] = set()
         self.previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.flag:
+        if signum in self.seen:
             raise KeyboardInterrupt
+        self.seen.add(signum)
+        if self.flag:  # SIGTERM after SIGINT: a launcher passing Ctrl-C on (torchrun, accelerate)
+            return
         self.flag = True
         if self.announce:
             print(f"\n{signal.Signals(signum).name}: finishing the step in progress, then a checkpoint "

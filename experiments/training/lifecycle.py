@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from algorithms import ConfigError
 from algorithms.algorithm import algorithm_label
 from experiments.training.build import build_trainer, override_key
-from experiments.parallel.launch import broadcast_object, is_main_process
+from experiments.parallel.launch import broadcast_object, is_main_process, launched_as_main
 from experiments.training.checkpoint import list_checkpoints, readable_checkpoints
 from experiments.training.lock import RunLock, RunLocked
 from experiments.training.tracking import TensorBoardLogger
@@ -88,8 +88,9 @@ class RunDirectory:
 
     def check_not_live(self, field: str) -> None:
         """A ConfigError naming the live process that holds the run's lock, if one does
-        (creates nothing where there is no lock file)."""
-        if (self.path / LOCK_FILE).is_file():
+        (creates nothing where there is no lock file). Only the launcher's main process looks:
+        the others would find each other's brief test locks."""
+        if launched_as_main() and (self.path / LOCK_FILE).is_file():
             self.lock(field).release()
 
     def create(self, field: str, unique: bool) -> tuple[Path, RunLock]:

@@ -41,7 +41,8 @@ def launch(*args: str, processes: int = 2, config=CONFIG, fault: str | None = No
         program = [str(ROOT / "tests" / "experiments" / "training" / "faulty_run.py")]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
            "--num_processes", str(processes), "--main_process_port", str(free_port()), *program, *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    # A session of its own: a Ctrl-C fault signals the launcher and its processes, as a terminal does.
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, start_new_session=True)
 
 
 def tiny_args(tmp_path, *extra: str, cache=None) -> list[str]:
@@ -127,18 +128,20 @@ def test_two_process_run_trains_writes_once_keeps_replicas_equal_and_resumes(ddp
     assert single.returncode == 2 and "written by 2 process(es)" in single.stderr
 
 
-def test_ctrl_c_on_one_process_stops_every_process_after_the_same_step_and_resumes_exactly(ddp_run):
-    """SIGINT reaches process 0 only, while it samples step 3: every process finishes step 3,
-    they write one checkpoint together and stop; two processes then resume exactly."""
+def test_ctrl_c_stops_every_process_after_the_same_step_and_resumes_exactly(ddp_run):
+    """Ctrl-C as a terminal sends it (SIGINT to the launcher and both processes, then the
+    launcher's SIGTERM) while step 3 samples: both processes finish step 3, write one
+    checkpoint together and stop with exit code 130; two processes then resume exactly."""
     base, full = ddp_run
     assert full.returncode == 0, full.stderr[-4000:]
     part = base / "runs" / "interrupted"
-    out = launch(*tiny_args(base, "train.run_name=interrupted"), fault="sigint:sample:3")
-    assert "checkpoint step_000003.pt written after step 3" in out.stderr, out.stderr[-4000:]
-    assert out.stderr.count("interrupted:") == 1 and "Traceback" not in out.stderr
+    out = launch(*tiny_args(base, "train.run_name=interrupted"), fault="ctrl-c:sample:3")
+    assert "interrupted: checkpoint step_000003.pt written after step 3" in out.stderr, out.stderr[-4000:]
+    assert out.stderr.count("interrupted:") == 1 and out.stderr.count("exitcode  : 130") == 2, out.stderr[-4000:]
+    assert str(ROOT / "experiments") not in out.stderr  # no traceback of ours (the launcher reports its children)
     assert [p.name for p in list_checkpoints(part)] == ["step_000002.pt", "step_000003.pt"]
     resumed = launch(f"resume={part}")
-    assert resumed.returncode == 0 and "(step 3)" in resumed.stderr, resumed.stderr[-4000:]
+    assert resumed.returncode == 0 and "(step 3)" in resumed.stderr, [l for l in resumed.stderr.splitlines() if l.startswith("error")]
     saved, state = load_latest(base / "runs" / "full")[1], load_latest(part)[1]
     assert same_history(state["history"], saved["history"])
     for name, weight in saved["policy"].items():

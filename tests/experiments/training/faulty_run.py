@@ -5,7 +5,8 @@ does (a subprocess) and check what the program did and kept:
 
 (several processes: FAULT_RANK=R fires on process R only.)
 KIND:WHERE:STEP - at step STEP (the step in progress, from 1), when WHERE begins:
-    KIND   sigint (the process sends itself SIGINT, as Ctrl-C does), kill (SIGKILL), nan (see
+    KIND   sigint (the process sends itself SIGINT), ctrl-c (SIGINT to the whole process group,
+           as a terminal's Ctrl-C: a launcher and every process), kill (SIGKILL), nan (see
            WHERE; STEP+ : that step and every later one)
     WHERE  sample (policy.sample), score (task.rewards), update (engine.step), loss (nan: the
            objective of that step's micro-batches times NaN), weights (nan: one weight set to
@@ -31,15 +32,25 @@ KIND, WHERE, STEP = os.environ["FAULT"].split(":")
 FROM_ON = STEP.endswith("+")
 STEP = int(STEP.rstrip("+"))
 CURRENT: list[T.Trainer] = []
+IN_STEP = [False]  # inside train_step (not the evaluation between steps, which samples too)
+FIRED = [False]
 
 
 def due() -> bool:
     step = CURRENT[0].step + 1
-    return step >= STEP if FROM_ON else step == STEP
+    return IN_STEP[0] and (step >= STEP if FROM_ON else step == STEP)
 
 
 def fire() -> None:
-    if os.environ.get("FAULT_RANK", os.environ.get("RANK", "0")) == os.environ.get("RANK", "0"):
+    """The signal, once per process (a second SIGINT would mean "stop now")."""
+    if FIRED[0]:
+        return
+    FIRED[0] = True
+    if os.environ.get("FAULT_RANK", os.environ.get("RANK", "0")) != os.environ.get("RANK", "0"):
+        return
+    if KIND == "ctrl-c":  # as the terminal does: the whole process group (a launcher and its processes)
+        os.killpg(os.getpgrp(), signal.SIGINT)
+    else:
         os.kill(os.getpid(), signal.SIGKILL if KIND == "kill" else signal.SIGINT)
 
 
@@ -47,7 +58,7 @@ def wrap(cls: type, name: str, where: str) -> None:
     inner = getattr(cls, name)
 
     def wrapped(self, *args, **kwargs):
-        if WHERE == where and KIND in ("sigint", "kill") and (where == "export" or due()):
+        if WHERE == where and KIND in ("sigint", "ctrl-c", "kill") and (where == "export" or due()):
             fire()
         result = inner(self, *args, **kwargs)
         if WHERE == where == "loss" and KIND == "nan" and due():
@@ -82,7 +93,11 @@ def train_step(self):
                 os.kill(os.getpid(), signal.SIGKILL)
 
         type(self.policy).save_model = partial_save
-    return original_step(self)
+    IN_STEP[0] = True
+    try:
+        return original_step(self)
+    finally:
+        IN_STEP[0] = False
 
 
 T.Trainer.train_step = train_step

@@ -37,6 +37,9 @@ ROW_FIELDS = ("prompts", "completions", "answer", "problem", "problem_id", "diff
 texts, the reference answer, the question as written in the source, the problem's id and level
 (None where it has none); every other column of the row follows (``Problem.metadata``)."""
 
+RESERVED = ("mean", "unscorable_frac")
+"""Names a reward function may not have: reward/mean and reward/unscorable_frac are other metrics."""
+
 
 def verifier(prompts: Sequence[str], completions: Sequence[str], answer: Sequence[str], **kwargs) -> list[float]:
     """The math verifier: 1.0 where a completion's final answer equals its reference ``answer``, else 0.0."""
@@ -143,7 +146,10 @@ def build_reward_functions(params: RewardParams, fields: Sequence[str] = ROW_FIE
         field = f"env.rewards[{i}]"
         fn = resolve(spec, field)
         name = getattr(fn, "__name__", None) or spec.rpartition(":")[2]
-        if name in ("mean", *(f.name for f in out)):
+        if name in RESERVED:
+            raise ConfigError(f"{field}: a reward function may not be named {name!r} (reward/{name} is another "
+                              "metric); rename it")
+        if name in (f.name for f in out):
             raise ConfigError(f"{field}: a second reward function named {name!r} (logged as reward/{name}); "
                               "give each a distinct name")
         takes = keywords(fn)

@@ -24,6 +24,9 @@ def brevity(prompts, completions, **kwargs):
 def subject_bonus(prompts, completions, subject):
     return [1.0 if s == "algebra" else 0.0 for s in subject]
 
+def mean(prompts, completions):
+    return [0.0] * len(completions)
+
 def needs_column(prompts, completions, no_such_column):
     return [0.0] * len(completions)
 
@@ -110,6 +113,7 @@ def test_default_is_the_verifier_alone():
     ("{m}", r"env.rewards\[1\]: 'my_rewards_t' is no reward function; give 'verifier' or 'pkg.module:function'"),
     ("{m}:needs_column", r"env.rewards\[1\]: my_rewards_t:needs_column takes 'no_such_column', which no row has"),
     ("rlvr_env.rewards:verifier", r"env.rewards\[1\]: a second reward function named 'verifier'"),
+    ("{m}:mean", r"env.rewards\[1\]: a reward function may not be named 'mean' \(reward/mean is another metric\)"),
 ])
 def test_bad_specs_are_refused_naming_the_entry(reward_module, spec, message):
     with pytest.raises(ConfigError, match=message):

@@ -20,8 +20,8 @@ from algorithms.registry import ConfigError, FieldError, integer, one_of
 from policies.base import PromptBatch, Rollout
 from rlvr_env.bank import PromptBank, PromptSampler
 from rlvr_env.datasets import default_data_dir
-from rlvr_env.rewards import (RewardFunction, RewardParams, RewardScores, build_reward_functions, call, combine,
-                              describe_row, row_fields)
+from rlvr_env.rewards import (BUILTIN, RewardFunction, RewardFunctionError, RewardParams, RewardScores,
+                              build_reward_functions, call, combine, describe_row, row_fields)
 from rlvr_env.problems import (ARITHMETIC_LEVELS, TEMPLATES, Problem, arithmetic_problems, format_prompt,
                                in_held_out_split, load_jsonl)
 from rlvr_env.verifier import VerifyConfig
@@ -120,20 +120,32 @@ class VerifiedRewards:
         function and the row when one fails."""
         functions = self.reward_functions
         if len(functions) == 1 and functions[0].builtin and functions[0].weight == 1.0:  # the default: as before
-            r = self.rewards(prompts, rollout)
+            r = self.verdicts(prompts, rollout)
             return RewardScores(r, {functions[0].name: r})
         shape = (len(prompts), rollout.group_size)
         kwargs, rows = None, None
         values: dict[str, torch.Tensor] = {}
         for f in functions:
             if f.builtin:
-                values[f.name] = self.rewards(prompts, rollout).to(torch.float64)
+                values[f.name] = self.verdicts(prompts, rollout).to(torch.float64)
                 continue
             if kwargs is None:
                 kwargs, rows = self.row_fields(rollout)
             values[f.name] = torch.tensor(call(f, kwargs, rows), dtype=torch.float64).view(shape)
         total = combine(values, {f.name: f.weight for f in functions})
         return RewardScores(total.float(), {k: v.float() for k, v in values.items()})
+
+    def verdicts(self, prompts: PromptBatch, rollout: Rollout) -> torch.Tensor:
+        """``rewards``, refused when not finite (NaN would read as unscorable: only None says that)."""
+        r = self.rewards(prompts, rollout)
+        bad = ~torch.isfinite(r)
+        if bad.any():
+            b = int(bad.view(-1).nonzero()[0])
+            problem = self.problems[int(rollout.prompt_index[b])]
+            raise RewardFunctionError(f"reward function {BUILTIN}: {int(bad.sum())} non-finite reward(s), the first "
+                                      f"{float(r.view(-1)[b])} for completion {b} (row: "
+                                      f"{describe_row(problem, problem.prompt)})")
+        return r
 
     def row_fields(self, rollout: Rollout) -> tuple[dict[str, list], list[str]]:
         """The keyword lists a reward function gets ([B] each, aligned with ``rollout.texts``:

@@ -119,11 +119,12 @@ def group_metrics(
 
 def function_rewards(by_function: dict[str, torch.Tensor], rewards: torch.Tensor) -> dict[str, torch.Tensor]:
     """``reward/<name>``: each reward function's mean over the responses it scored (NaN: none),
-    and the fraction of ``rewards`` [N, G] no function scored (where the task has functions)."""
+    and the fraction of ``rewards`` [..., N, G] no function scored (where the task has functions)."""
     if not by_function:
         return {}
-    m = {f"reward/{name}": nan_masked_mean(v, ~torch.isnan(v)) for name, v in by_function.items()}
-    m[UNSCORABLE] = torch.isnan(rewards).float().mean()
+    groups = (-2, -1)
+    m = {f"reward/{name}": nan_masked_mean(v, ~torch.isnan(v), dim=groups) for name, v in by_function.items()}
+    m[UNSCORABLE] = torch.isnan(rewards).float().mean(dim=groups)
     return m
 
 

@@ -131,6 +131,21 @@ def test_a_failing_function_stops_the_step_with_its_name(reward_dir, tmp_path):
         trainer.train_step()
 
 
+def test_a_nan_from_the_verifier_is_not_read_as_unscorable(make_cfg, tmp_path):
+    trainer = build_trainer(compose_config(*TABULAR), tmp_path / "run")
+    original = trainer.task.rewards
+
+    def poisoned(prompts, rollout):
+        r = original(prompts, rollout)
+        r[2, 1] = math.nan
+        return r
+
+    trainer.task.rewards = poisoned
+    with pytest.raises(RewardFunctionStopped, match=r"^step 1: reward function verifier: 1 non-finite reward\(s\), "
+                                                      r"the first nan for completion 9 \(row: arith-"):
+        trainer.train_step()
+
+
 # ------------------------------------------------------------------ as a user runs it
 
 def run(cwd, *args, log=None):
@@ -204,3 +219,12 @@ def test_readme_reward_example_runs_as_written(tmp_path):
         assert values["reward/unscorable_frac"] == 0.0 and values["reward/short_answer"] <= 0
         assert values["reward/mean"] == pytest.approx(values["reward/verifier"] + 0.5 * values["reward/short_answer"],
                                                       rel=1e-5, abs=1e-6)
+
+
+def test_the_batched_simulator_leaves_reward_functions_to_the_trainer():
+    from experiments.sim import unbatchable_reason
+
+    assert unbatchable_reason(compose_config(*TABULAR)) is None  # the verifier alone: batched, reward/verifier logged
+    reason = unbatchable_reason(compose_config(*TABULAR, "env.rewards=[verifier,step_rewards:parity]"))
+    assert reason.startswith("env.rewards=['verifier', 'step_rewards:parity']: the batched simulator scores with")
+    assert unbatchable_reason(compose_config(*TABULAR, "env.reward_weights=[2.0]")) is not None

@@ -131,16 +131,11 @@ def test_a_failing_function_stops_the_step_with_its_name(reward_dir, tmp_path):
         trainer.train_step()
 
 
-def test_a_nan_from_the_verifier_is_not_read_as_unscorable(make_cfg, tmp_path):
+def test_a_nan_from_the_verifier_is_not_read_as_unscorable(tmp_path):
     trainer = build_trainer(compose_config(*TABULAR), tmp_path / "run")
-    original = trainer.task.rewards
-
-    def poisoned(prompts, rollout):
-        r = original(prompts, rollout)
-        r[2, 1] = math.nan
-        return r
-
-    trainer.task.rewards = poisoned
+    verdicts = trainer.task.rewards
+    nan_at = (torch.tensor([2]), torch.tensor([1]))  # group 2, response 1: completion 9 of G = 4
+    trainer.task.rewards = lambda prompts, rollout: verdicts(prompts, rollout).index_put_(nan_at, torch.tensor(math.nan))
     with pytest.raises(RewardFunctionStopped, match=r"^step 1: reward function verifier: 1 non-finite reward\(s\), "
                                                       r"the first nan for completion 9 \(row: arith-"):
         trainer.train_step()

@@ -32,7 +32,10 @@ class Task(Protocol):
         ...
 
     def rewards(self, prompts: PromptBatch, rollout: Rollout) -> torch.Tensor:
-        """[P, G] rewards of ``rollout.texts`` (the task reads text, never token ids)."""
+        """[P, G] rewards of ``rollout.texts`` (the task reads text, never token ids). A task with
+        reward functions (``rlvr_env.rewards``: env.rewards) also has ``reward_functions`` and
+        ``reward_scores(prompts, rollout) -> RewardScores``, which the trainer trains on instead
+        (NaN: unscorable); ``rewards`` then stays the verifier's verdict, what evaluation reads."""
         ...
 
     def bucket(self, prompts: PromptBatch) -> torch.Tensor:

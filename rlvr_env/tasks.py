@@ -20,6 +20,8 @@ from algorithms.registry import ConfigError, FieldError, integer, one_of
 from policies.base import PromptBatch, Rollout
 from rlvr_env.bank import PromptBank, PromptSampler
 from rlvr_env.datasets import default_data_dir
+from rlvr_env.rewards import (BUILTIN, RewardFunction, RewardFunctionError, RewardParams, RewardScores,
+                              build_reward_functions, call, combine, describe_row, row_fields)
 from rlvr_env.problems import (ARITHMETIC_LEVELS, TEMPLATES, Problem, arithmetic_problems, format_prompt,
                                in_held_out_split, load_jsonl)
 from rlvr_env.verifier import VerifyConfig
@@ -43,7 +45,7 @@ def _levels(inst, attribute, value):
 
 
 @attrs.frozen
-class ArithmeticParams:
+class ArithmeticParams(RewardParams):
     num_problems: int = attrs.field(default=128, validator=integer(1))
     """Problems generated (levels cycle through ``levels``)."""
     levels: tuple[int, ...] = attrs.field(default=(1, 2, 3, 4, 5), converter=tuple, validator=_levels)
@@ -65,7 +67,7 @@ def _heldout(inst, attribute, value):
 
 
 @attrs.frozen
-class JsonlParams:
+class JsonlParams(RewardParams):
     path: str | None = None
     """The JSONL file (relative paths are read from ``data_dir``)."""
     data_dir: str | None = None
@@ -99,11 +101,69 @@ def distractors(answer: int, k: int, rng: np.random.Generator) -> list[str]:
 
 class VerifiedRewards:
     """Rewards of ``rollout.texts`` by the verifier against ``problems[i].answer``, cached per
-    (problem, text); a step's unseen texts go to worker processes in bulk."""
+    (problem, text); a step's unseen texts go to worker processes in bulk. ``rewards`` is the
+    verifier's verdict (what evaluation reads); ``reward_scores`` the training reward of the
+    task's reward functions (``rlvr_env.rewards``; the verifier alone by default)."""
 
     problems: list[Problem]
     verify_config: VerifyConfig
     _cache: dict[tuple[int, str], float]
+    reward_functions: tuple[RewardFunction, ...]
+
+    def _init_rewards(self, params: RewardParams) -> None:
+        self._cache = {}
+        self.reward_functions = build_reward_functions(params, row_fields(self.problems))
+
+    def reward_scores(self, prompts: PromptBatch, rollout: Rollout) -> RewardScores:
+        """The training rewards: [P, G] sum_i w_i * r_i of the reward functions (NaN where none
+        scored), and each function's [P, G] values. Raises ``RewardFunctionError`` naming the
+        function and the row when one fails."""
+        functions = self.reward_functions
+        if len(functions) == 1 and functions[0].builtin and functions[0].weight == 1.0:  # the default: as before
+            r = self.verdicts(prompts, rollout)
+            return RewardScores(r, {functions[0].name: r})
+        shape = (len(prompts), rollout.group_size)
+        kwargs, rows = None, None
+        values: dict[str, torch.Tensor] = {}
+        for f in functions:
+            if f.builtin:
+                values[f.name] = self.verdicts(prompts, rollout).to(torch.float64)
+                continue
+            if kwargs is None:
+                kwargs, rows = self.row_fields(rollout)
+            values[f.name] = torch.tensor(call(f, kwargs, rows), dtype=torch.float64).view(shape)
+        total = combine(values, {f.name: f.weight for f in functions})
+        return RewardScores(total.float(), {k: v.float() for k, v in values.items()})
+
+    def verdicts(self, prompts: PromptBatch, rollout: Rollout) -> torch.Tensor:
+        """``rewards``, refused when not finite (NaN would read as unscorable: only None says that)."""
+        r = self.rewards(prompts, rollout)
+        bad = ~torch.isfinite(r)
+        if bad.any():
+            b = int(bad.view(-1).nonzero()[0])
+            problem = self.problems[int(rollout.prompt_index[b])]
+            raise RewardFunctionError(f"reward function {BUILTIN}: {int(bad.sum())} non-finite reward(s), the first "
+                                      f"{float(r.view(-1)[b])} for completion {b} (row: "
+                                      f"{describe_row(problem, problem.prompt)})")
+        return r
+
+    def row_fields(self, rollout: Rollout) -> tuple[dict[str, list], list[str]]:
+        """The keyword lists a reward function gets ([B] each, aligned with ``rollout.texts``:
+        ``rlvr_env.rewards.ROW_FIELDS`` and every metadata column; a row without one: None),
+        and each completion's row as an error names it."""
+        index = rollout.prompt_index.tolist()
+        problems = [self.problems[i] for i in index]
+        kwargs: dict[str, list] = {
+            "prompts": [self.texts[i] for i in index],
+            "completions": list(rollout.texts),
+            "answer": [p.answer for p in problems],
+            "problem": [p.prompt for p in problems],
+            "problem_id": [p.id for p in problems],
+            "difficulty": [p.difficulty for p in problems],
+        }
+        for key in row_fields(problems)[len(kwargs):]:
+            kwargs[key] = [p.metadata.get(key) for p in problems]
+        return kwargs, [describe_row(p, p.prompt) for p in problems]
 
     def score(self, index: int, text: str) -> float:
         key = (index, text)
@@ -135,12 +195,12 @@ class MathTask(VerifiedRewards, PromptSampler):
     """
 
     def __init__(self, problems: list[Problem], heldout: list[Problem], seed: int, template: str = "boxed",
-                 verify_config: VerifyConfig = VerifyConfig(), name: str = "math"):
+                 verify_config: VerifyConfig = VerifyConfig(), name: str = "math", rewards: RewardParams = RewardParams()):
         self.name = name
         self.problems = problems
         self.heldout = heldout
         self.verify_config = verify_config
-        self._cache: dict[tuple[int, str], float] = {}
+        self._init_rewards(rewards)
         buckets = torch.tensor([LEVEL_BUCKET.get(p.difficulty, 1) for p in problems], dtype=torch.long)
         super().__init__(tuple(format_prompt(p, template) for p in problems), buckets, seed)
 
@@ -185,7 +245,7 @@ class JsonlTask(MathTask):
             train, held = problems, load_jsonl(resolve_data_file(params.heldout_path, params.data_dir, "env.heldout_path"))
         else:
             train, held = split_heldout(problems, params.heldout, split_seed)
-        super().__init__(train, held, seed, params.template, name=path.stem)
+        super().__init__(train, held, seed, params.template, name=path.stem, rewards=params)
         self.params = params
 
 
@@ -195,16 +255,17 @@ class CandidateTask(VerifiedRewards, PromptBank):
     name = "arithmetic"
 
     def __init__(self, problems: list[Problem], num_answers: int, seed: int, template: str = "boxed",
-                 verify_config: VerifyConfig = VerifyConfig(), heldout: list[Problem] = ()):
+                 verify_config: VerifyConfig = VerifyConfig(), heldout: list[Problem] = (),
+                 rewards: RewardParams = RewardParams()):
         self.problems = problems
         self.heldout = list(heldout)
         self.verify_config = verify_config
+        self._init_rewards(rewards)
         rng = np.random.default_rng(seed)
         candidates: list[list[str]] = []
         for p in problems:
             cands = [p.answer] + distractors(int(p.answer), num_answers - 1, rng)
             candidates.append([cands[i] for i in rng.permutation(num_answers)])
-        self._cache: dict[tuple[int, str], float] = {}
         # The reference and other integers: correct is the reference string itself (what the
         # verifier says too, tests/test_jsonl_tasks.py; it scores the texts at training time).
         correct = torch.tensor([[c == p.answer for c in cands] for p, cands in zip(problems, candidates)])
@@ -240,5 +301,5 @@ class ArithmeticTask(CandidateTask):
         # Levels interleaved, so that the first M held-out problems (eval.max_problems) span them all.
         rank = {id(p): sum(q.difficulty == p.difficulty for q in heldout[:i]) for i, p in enumerate(heldout)}
         heldout.sort(key=lambda p: (rank[id(p)], p.difficulty))
-        super().__init__(train, params.num_answers, seed, params.template, heldout=heldout)
+        super().__init__(train, params.num_answers, seed, params.template, heldout=heldout, rewards=params)
         self.params = params

@@ -18,7 +18,8 @@ learning rate, weight decay and max_grad_norm. They must share the env, the shap
 (N, K, P, G), steps, epochs, minibatches and optimizer kind (``batch_key``). Runs with the
 same algo + reweight config form a *group*: its stages run once on the group's slice.
 
-Not batched (``NotBatchable``): non-tabular policies, and filters that drop groups (DAPO's
+Not batched (``NotBatchable``): non-tabular policies, reward functions other than the verifier
+(``env.rewards``), and filters that drop groups (DAPO's
 dynamic sampling: runs would differ in batch size and sampling rounds); ``run_sweep``
 sends such runs to worker processes as single runs. Batched runs keep no checkpoints.
 """
@@ -75,6 +76,10 @@ def unbatchable_reason(cfg: dict) -> str | None:
         return f"policy {policy!r}: the batched simulator runs the tabular policy only"
     if cfg.get("train", {}).get("on_nonfinite") == "skip":
         return "train.on_nonfinite=skip: the batched simulator stops at a non-finite update, it cannot drop one run's"
+    rewards, weights = cfg.get("env", {}).get("rewards"), cfg.get("env", {}).get("reward_weights")
+    if rewards not in (None, ["verifier"], ("verifier",)) or weights not in (None, [1], [1.0], (1.0,)):
+        return (f"env.rewards={rewards}: the batched simulator scores with the verifier's correct-answer table alone "
+                "(run_sweep sends such runs to worker processes)")
     return filter_reason(build_algorithm(cfg["algo"], cfg.get("reweight")))
 
 
@@ -150,6 +155,8 @@ class BatchedSimulator:
         for i, t in enumerate(self.trainers):
             if not isinstance(t.policy, TabularPolicy) or not hasattr(t.task, "correct"):
                 raise NotBatchable(f"run {i}: the batched simulator needs the tabular policy and a task with a correct-answer table")
+        # the verifier's reward, logged as reward/verifier as the trainer does (none for the bandit)
+        self.reward_names = [f.name for f in getattr(self.trainers[0].task, "reward_functions", ())]
         self.params = self.trainers[0].params  # shared: steps, P, G, epochs, minibatches
         self.logits = torch.stack([t.policy.logits.detach() for t in self.trainers]).requires_grad_(True)  # (R, N, K)
         self.ref_logits = torch.stack([t.policy.ref_logits for t in self.trainers])  # (R, N, K)
@@ -203,6 +210,7 @@ class BatchedSimulator:
         self.check_finite(loss_stats)
 
         before = M.group_metrics(raw, advantages, weighted, buckets, p_true)  # name -> (R,)
+        before.update(M.function_rewards({name: raw for name in self.reward_names}, raw))
         runs = self.num_runs
         before.update({"sampling/rounds": torch.ones(runs), "sampling/dropped_groups": torch.zeros(runs),
                        "sampling/train_groups": torch.full((runs,), float(self.params.prompts_per_step))})

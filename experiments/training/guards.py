@@ -38,6 +38,10 @@ class NonFiniteRewardError(RunStopped, ValueError):
     """A reward was NaN or infinite: the step is refused rather than trained on garbage."""
 
 
+class RewardFunctionStopped(RunStopped):
+    """A reward function raised or returned something else than one finite number or None per completion."""
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) ended the run; ``checkpoint``: what was saved (None: nothing)."""
 
@@ -46,9 +50,11 @@ class Interrupted(KeyboardInterrupt):
         self.checkpoint, self.step = checkpoint, step
 
 
-def check_rewards(rewards: torch.Tensor, step: int) -> None:
-    """Refuse NaN / inf rewards with the offending positions (rewards live on the host)."""
-    bad = ~torch.isfinite(rewards)
+def check_rewards(rewards: torch.Tensor, step: int, unscorable: bool = False) -> None:
+    """Refuse NaN / inf rewards with the offending positions (rewards live on the host).
+    ``unscorable``: NaN marks an unscorable response (a task's reward functions all returned
+    None, ``rlvr_env.rewards``), only inf is refused."""
+    bad = torch.isinf(rewards) if unscorable else ~torch.isfinite(rewards)
     if bad.any():
         where = bad.nonzero()[:5].tolist()
         raise NonFiniteRewardError(

@@ -1,7 +1,9 @@
 """Per-step training metrics, computed as tensors and read in one host sync.
 
 Names (TensorBoard tags):
-    reward/mean                        mean reward of the batch
+    reward/mean                        mean reward of the batch (over scored responses)
+    reward/<name>                      mean of reward function <name> over the responses it scored
+    reward/unscorable_frac             responses no reward function scored (advantage 0)
     accuracy/batch[_hard|_medium|_easy] fraction of correct responses, per bucket
     accuracy/[all|hard|medium|easy]    exact success probability over the whole bank
                                        (only where the task knows it exactly: the bandit)
@@ -32,6 +34,7 @@ NUM_BUCKETS = len(BUCKETS)
 
 # Tag names, defined once: the tables, progress bar and comparisons select from these.
 REWARD = "reward/mean"
+UNSCORABLE = "reward/unscorable_frac"
 BATCH_ACCURACY = "accuracy/batch"
 EXACT_ACCURACY = ("accuracy/all", *(f"accuracy/{b}" for b in BUCKETS))
 """Exact success probability over the bank, then per bucket (where the task knows it)."""
@@ -70,13 +73,16 @@ def group_metrics(
     weighted: torch.Tensor,
     buckets: torch.Tensor,
     p_true: torch.Tensor | None,
+    scored: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Metrics of one step's groups.
 
     Args:
         rewards: [..., P, G]; advantages / weighted: [..., P, G] before / after reweighting;
         buckets: [..., P] bucket index by initial p; p_true: [..., P] exact success probability
-        at sampling time, or None where the task does not know it.
+        at sampling time, or None where the task does not know it; scored: [..., P, G] bool,
+        the responses a reward function scored (None: all; the rewards of the others are
+        their group's scored mean, ``experiments.training.groups.fill_unscorable``).
     Returns:
         name -> [...] (0-dim for one run).
     """
@@ -86,15 +92,18 @@ def group_metrics(
     degenerate = lo == hi  # (..., P)
     correct = (rewards > 0.5).float()  # (..., P, G)
     m = {
-        REWARD: rewards.mean(dim=groups),
-        BATCH_ACCURACY: correct.mean(dim=groups),
+        REWARD: rewards.mean(dim=groups) if scored is None else nan_masked_mean(rewards, scored, dim=groups),
+        BATCH_ACCURACY: correct.mean(dim=groups) if scored is None else nan_masked_mean(correct, scored, dim=groups),
         DEGENERATE: degenerate.float().mean(dim=-1),
         "groups/all_correct_frac": (lo > 0.5).float().mean(dim=-1),
         "groups/all_wrong_frac": (hi <= 0.5).float().mean(dim=-1),
         "adv/abs_mean": advantages.abs().mean(dim=groups),
         "adv/weighted_abs_mean": weighted.abs().mean(dim=groups),
     }
-    acc = bucket_mean(correct.mean(dim=-1), torch.ones_like(p_hat, dtype=torch.bool), buckets)
+    if scored is None:
+        acc = bucket_mean(correct.mean(dim=-1), torch.ones_like(p_hat, dtype=torch.bool), buckets)
+    else:
+        acc = bucket_mean(nan_masked_mean(correct, scored, dim=-1).nan_to_num(0.0), scored.any(-1), buckets)
     for i, name in enumerate(BUCKETS):
         m[f"{BATCH_ACCURACY}_{name}"] = acc[..., i]
     if p_true is not None:
@@ -105,6 +114,17 @@ def group_metrics(
         per_bucket = bucket_mean(gap, mixed, buckets)
         for i, tag in enumerate(BIAS):
             m[tag] = per_bucket[..., i]
+    return m
+
+
+def function_rewards(by_function: dict[str, torch.Tensor], rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``reward/<name>``: each reward function's mean over the responses it scored (NaN: none),
+    and the fraction of ``rewards`` [..., N, G] no function scored (where the task has functions)."""
+    if not by_function:
+        return {}
+    groups = (-2, -1)
+    m = {f"reward/{name}": nan_masked_mean(v, ~torch.isnan(v), dim=groups) for name, v in by_function.items()}
+    m[UNSCORABLE] = torch.isnan(rewards).float().mean(dim=groups)
     return m
 
 

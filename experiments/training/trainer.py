@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,12 +27,14 @@ from algorithms import Algorithm, ConfigError
 from algorithms.registry import integer, one_of
 from experiments.training import metrics as M
 from experiments.training.checkpoint import save_checkpoint
-from experiments.training.guards import InterruptGuard, Interrupted, NonFiniteError, check_rewards, check_update
+from experiments.training.guards import (InterruptGuard, Interrupted, NonFiniteError, RewardFunctionStopped,
+                                        check_rewards, check_update)
 from experiments.parallel.engine import Engine
-from experiments.training.groups import LocalGroups, StepGroups
+from experiments.training.groups import LocalGroups, StepGroups, fill_unscorable, scorable_advantage
 from policies.base import Policy, PromptBatch, Rollout
 from policies.files import atomic_folder, stale_temporaries
 from rlvr_env.protocol import ExactTask, Task
+from rlvr_env.rewards import RewardFunctionError
 
 
 @attrs.frozen
@@ -116,14 +119,22 @@ class Trainer:
         groups, local, seconds = self.collect()  # every group sampled this step (several rounds with a filter)
         timing.update(seconds)
         rewards = self.algo.shape(groups.rewards, groups.lengths)  # (N, G)
-        advantages = self.algo.advantage(rewards)  # (N, G)
-        weighted, reweight_stats = self.algo.reweighter(advantages, rewards)  # (N, G)
+        scored = groups.scored
+        if scored is None:  # every response scored
+            advantages = self.algo.advantage(rewards)  # (N, G)
+            weighted, reweight_stats = self.algo.reweighter(advantages, rewards)  # (N, G)
+        else:  # unscorable responses: advantage 0, outside their group's baseline
+            advantages = scorable_advantage(self.algo.advantage, rewards, scored)
+            weighted, reweight_stats = self.algo.reweighter(advantages, fill_unscorable(rewards, scored))
+            weighted = weighted.masked_fill(~scored, 0.0)
         start = time.perf_counter()
         loss_stats = self.update(local.training_rollout(groups, weighted), num_groups=int(groups.train.sum()))
         self.policy.sync_sampler()  # new weights into a separate generation engine, if any
         timing["time/update_s"] = time.perf_counter() - start
 
-        metrics = M.group_metrics(groups.rewards, advantages, weighted, groups.buckets, groups.p_true)
+        raw = groups.rewards if scored is None else fill_unscorable(groups.rewards, scored)
+        metrics = M.group_metrics(raw, advantages, weighted, groups.buckets, groups.p_true, scored)
+        metrics.update(M.function_rewards(groups.by_function, groups.rewards))
         metrics.update(groups.stats)
         metrics.update(reweight_stats)
         metrics.update(self.engine.reduce_metrics({**loss_stats, **M.response_metrics(local.rollout)},
@@ -207,20 +218,21 @@ class Trainer:
             with engine.full_weights():  # processes sample different numbers of tokens
                 rollout = self.policy.sample(local, t.group_size, self.generator)  # B = P_local * G responses
             scored = time.perf_counter()
-            raw = engine.gather(self.task.rewards(local, rollout))  # (P, G), every process's groups
+            raw, by_function = self.score(local, rollout)  # (P, G), every process's groups
             lengths = engine.gather(rollout.mask.sum(dim=1).view(len(local), t.group_size))  # (P, G)
             seconds["time/sample_s"] += scored - start
             seconds["time/reward_s"] += time.perf_counter() - scored
-            check_rewards(raw, self.step + 1)
-            keep = self.algo.filter.keep(raw)  # (P,)
+            check_rewards(raw, self.step + 1, unscorable=bool(by_function))
+            found = ~torch.isnan(raw)
+            keep = self.algo.filter.keep(raw if found.all() else fill_unscorable(raw, found))  # (P,)
             index = torch.arange(mine.start, mine.stop) + len(prompts) * round_  # (P_local,) indices into the N
-            rounds.append((prompts, local, rollout, raw, lengths, p_true, keep, index))
+            rounds.append((prompts, local, rollout, raw, lengths, p_true, keep, index, by_function))
             if self.algo.filter.max_extra_rounds == 0:
                 break
             passed += int(keep.sum())  # rewards live on the host: no device sync
             if passed >= t.prompts_per_step:
                 break
-        prompts, local, rollout, raw, lengths, p_true, keep, index = zip(*rounds)
+        prompts, local, rollout, raw, lengths, p_true, keep, index, by_function = zip(*rounds)
         keep = torch.cat(keep)  # (N,)
         train = torch.zeros_like(keep)
         train[keep.nonzero().squeeze(1)[: t.prompts_per_step]] = True
@@ -229,10 +241,44 @@ class Trainer:
             "sampling/dropped_groups": (~keep).sum().float(),
             "sampling/train_groups": train.sum().float(),
         }
-        groups = StepGroups(rewards=torch.cat(raw), lengths=torch.cat(lengths),
+        raw = torch.cat(raw)
+        present = ~torch.isnan(raw)  # scored responses
+        groups = StepGroups(rewards=raw, lengths=torch.cat(lengths),
                             buckets=self.task.bucket(PromptBatch.concat(list(prompts))),
-                            p_true=torch.cat(p_true) if self.exact is not None else None, train=train, stats=stats)
+                            p_true=torch.cat(p_true) if self.exact is not None else None, train=train, stats=stats,
+                            scored=None if present.all() else present,
+                            by_function={k: torch.cat([b[k] for b in by_function]) for k in by_function[0]})
         return groups, LocalGroups(torch.cat(index), PromptBatch.concat(list(local)), Rollout.concat(list(rollout))), seconds
+
+    def score(self, prompts: PromptBatch, rollout: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Every process's [P, G] training rewards (NaN: unscorable) and each reward function's
+        values, gathered in one collective: ``task.reward_scores`` where the task has reward
+        functions (``rlvr_env.rewards``), else ``task.rewards`` (and no functions). A reward function
+        that fails on any process stops every process (``RewardFunctionStopped``)."""
+        scorer = getattr(self.task, "reward_scores", None)
+        if scorer is None:
+            return self.engine.gather(self.task.rewards(prompts, rollout)), {}
+        names = [f.name for f in self.task.reward_functions]
+        shape, step, engine = (len(prompts), rollout.group_size), self.step + 1, self.engine
+        failure = None
+        try:
+            scores = scorer(prompts, rollout)
+            columns = [scores.total, *(scores.by_function[k] for k in names), torch.zeros(shape)]
+        except RewardFunctionError as exc:
+            if engine.world_size == 1:
+                raise RewardFunctionStopped(f"step {step}: {exc}") from None
+            failure = f"step {step}: {exc}"
+            columns = [torch.zeros(shape)] * (1 + len(names)) + [torch.full(shape, float(engine.rank + 1))]
+        stacked = engine.gather(torch.stack([c.float() for c in columns], -1))  # (P, G, 2 + F)
+        failed = stacked[..., -1].amax()
+        if failed > 0:  # the same on every process: all stop after the same collective
+            if failure is not None:
+                if not engine.is_main:  # the main process alone prints the error line: say it here too
+                    print(f"error: process {engine.rank}: {failure}", file=sys.stderr, flush=True)
+                raise RewardFunctionStopped(failure)
+            raise RewardFunctionStopped(f"step {step}: a reward function failed on process {int(failed) - 1} "
+                                        "(its error is printed above)")
+        return stacked[..., 0], {k: stacked[..., 1 + i] for i, k in enumerate(names)}
 
     def update(self, rollout: Rollout, num_groups: int | None = None) -> dict[str, torch.Tensor]:
         """PPO-style epochs over minibatches of ``rollout`` (advantages set); one engine step

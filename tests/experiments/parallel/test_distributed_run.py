@@ -31,10 +31,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(*args: str, processes: int = 2, config=CONFIG, fault: str | None = None) -> subprocess.CompletedProcess:
+def launch(*args: str, processes: int = 2, config=CONFIG, fault: str | None = None,
+           path: tuple = ()) -> subprocess.CompletedProcess:
     """``accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m experiments.run args``
-    (``fault``: ``tests/experiments/training/faulty_run.py``'s FAULT, on process 0 only)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    (``fault``: ``tests/experiments/training/faulty_run.py``'s FAULT, on process 0 only; ``path``:
+    further folders on PYTHONPATH)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (ROOT, *path))), "HYDRA_FULL_ERROR": "0",
+           "OMP_NUM_THREADS": "1"}
     program = ["-m", "experiments.run"]
     if fault is not None:
         env.update(FAULT=fault, FAULT_RANK="0")

@@ -4,7 +4,8 @@
     grid(axes, seeds, base) -> [RunSpec];  run_sweep(specs, workers=2, log_dir=None) -> SweepResult
 """
 
-from experiments.sim.batched import BatchedSimulator, NotBatchable, batch_key, unbatchable_reason
+from experiments.sim.batchable import NotBatchable, batch_key, unbatchable_reason
+from experiments.sim.batched import BatchedSimulator
 from experiments.sim.history import History
 from experiments.sim.sweep import Job, RunResult, RunSpec, SweepResult, grid, plan, run_sweep
 

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from algorithms import ConfigError
-from experiments.sim.batched import BatchedSimulator, batch_key, unbatchable_reason
+from experiments.sim.batchable import batch_key, unbatchable_reason
+from experiments.sim.batched import BatchedSimulator
 from experiments.training.build import build_trainer, compose_config
 from experiments.sim.history import History
 from experiments.compare.stats import mean_ci

@@ -21,7 +21,8 @@ from experiments.parallel.launch import build_engine, check_data_parallel, proce
 from experiments.evaluation.benchmarks import register_env_presets
 from experiments.evaluation.evaluator import EvalParams, PeriodicEval
 from algorithms.optim import OptimParams, build_optimizer, build_scheduler
-from experiments.training.trainer import Trainer, TrainParams
+from experiments.training.params import TrainParams
+from experiments.training.trainer import Trainer
 from policies import POLICIES
 from policies.base import AnswerDistribution
 from rlvr_env import TASKS

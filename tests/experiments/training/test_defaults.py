@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from algorithms.optim import OptimParams
 from algorithms.reweighters import REWEIGHTERS
 from experiments.evaluation.evaluator import EvalParams
-from experiments.training.trainer import TrainParams
+from experiments.training.params import TrainParams
 from policies import POLICIES
 from policies.hf.samplers import SAMPLERS
 from rlvr_env import TASKS

@@ -250,3 +250,10 @@ def test_no_name_is_defined_in_two_modules():
                 for name in names:
                     homes.setdefault(name, []).append(module_name(path))
     assert {n: m for n, m in homes.items() if len(m) > 1 and n != "main"} == {}
+
+
+def test_no_module_is_over_400_lines():
+    """The house issue's bound: a module that grows past it is split where its parts separate."""
+    long = {str(p.relative_to(ROOT)): n for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long

@@ -186,3 +186,37 @@ def test_prompts_over_the_context_are_refused_or_filtered(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"env.max_prompt_tokens: 50 \+ policy.max_new_tokens \(16\) is over"):
         fit_context(problems, "plain", CharPolicy(), 50, "training")
     assert fit_context(problems, "plain", object(), None, "training") == problems  # tabular: no context, no check
+
+
+def test_the_readme_example_of_your_own_dataset_runs_as_pasted(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    section = (ROOT / "README.md").read_text().split("### Your own dataset", 1)[1].split("\n### ", 1)[0]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    (tmp_path / "example.py").write_text(code)
+    done = subprocess.run([sys.executable, str(tmp_path / "example.py")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    printed = re.search(r"^# (\[.*\])$", code, flags=re.M).group(1)
+    assert done.stdout.strip() == printed  # what the README says it prints
+    assert "dropped 1 exact duplicate row(s)" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_evaluated_benchmark_files_go_through_the_same_loader(tmp_path):
+    from types import SimpleNamespace
+
+    from experiments.evaluation.benchmarks import benchmark_task
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    pq.write_table(pa.Table.from_pylist(ROWS + ROWS[:2]), tmp_path / "test.parquet")
+    trainer = SimpleNamespace(policy=CharPolicy(), task=None)
+    task, exact = benchmark_task(str(tmp_path / "test.parquet"), trainer, {"env": {"columns": COLUMNS, "template": "plain"}})
+    assert exact is None and [p.id for p in task.problems] == [f"test-{i}" for i in range(6)]  # duplicates dropped
+    assert task.problems[0].metadata["src"] == "mine"
+    pq.write_table(pa.Table.from_pylist([{"q": "x" * 60, "final": "1"}]), tmp_path / "long.parquet")
+    with pytest.raises(ProblemFormatError, match=re.escape(f"{tmp_path / 'long.parquet'}[row 0]: a prompt of")):
+        benchmark_task(str(tmp_path / "long.parquet"), trainer, {"env": {"columns": COLUMNS, "template": "plain"}})

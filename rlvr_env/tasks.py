@@ -72,15 +72,6 @@ def _max_prompt_tokens(inst, attribute, value):
                                          f"or a count >= 1 (drop prompts of more tokens), got {value!r}")
 
 
-def _columns(value):
-    try:
-        return check_columns(value)
-    except FieldError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - anything not a mapping
-        raise FieldError("columns", str(exc)) from None
-
-
 @attrs.frozen
 class JsonlParams:
     path: str | None = None
@@ -100,7 +91,7 @@ class JsonlParams:
     """Prompt template: plain | boxed (a language model's chat template is applied by the policy)."""
     seed: int | None = None
     """Seed of the held-out split (None: the run's seed)."""
-    columns: dict | None = attrs.field(default=None, converter=_columns)
+    columns: dict | None = attrs.field(default=None, converter=check_columns)
     """Our names -> the file's columns, e.g. {prompt: q, answer: final} (level, id optional); every
     other column goes to Problem.metadata as it is. None: rows in the known formats (problem +
     answer, question + answer "... #### N")."""
@@ -228,7 +219,7 @@ class JsonlTask(MathTask):
                 raise ConfigError(f"env.heldout_path: every problem of {path} is also held out")
         else:
             train, held = split_heldout(problems, params.heldout, split_seed)
-        self.params, self.seed, self.path = params, seed, path
+        self.params, self.seed = params, seed
         super().__init__(train, held, seed, params.template, name=path.stem if path.is_file() else path.name)
 
     def fit_context(self, policy) -> JsonlTask:

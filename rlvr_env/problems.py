@@ -4,12 +4,12 @@ JSONL formats recognised (one JSON object per line; ``ROW_FORMATS``):
     MATH500        problem, solution, answer, subject, level (1-5)
     AIME / AMC / Minerva / OlympiadBench     problem, answer
     GSM8K          question, answer ("... #### N")
-A malformed row raises ``ProblemFormatError`` naming the file and line.
+A malformed row raises ``ProblemFormatError`` naming the file and line. Parquet files, datasets
+folders, a column mapping and the checks every source goes through: ``rlvr_env.sources``.
 """
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -17,12 +17,15 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from algorithms.registry import ConfigError
+
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 TEMPLATES = ("plain", "boxed", "chat")
 
 
-class ProblemFormatError(ValueError):
-    """A data row that is not a recognised problem format; the message names file and line."""
+class ProblemFormatError(ConfigError):
+    """A data row that is not a recognised problem format, or fails a check; the message names
+    file and line (a ConfigError: every entry point ends it with one ``error:`` line)."""
 
 
 @attrs.frozen
@@ -36,7 +39,9 @@ class Problem:
     difficulty: int | None = None
     """Level 1 (easiest) .. 5, where the source has one."""
     metadata: dict = attrs.field(factory=dict)
-    """Anything else from the source (subject, solution, ...)."""
+    """Anything else from the source (subject, solution, every column not read into the fields above)."""
+    location: str | None = attrs.field(default=None, eq=False, repr=False)
+    """Where the row is, for messages: ``FILE:LINE`` (JSONL) or ``FILE[row N]``; not compared."""
 
 
 # ----------------------------------------------------------------- arithmetic generator
@@ -129,7 +134,8 @@ def _gsm8k_row(row: dict, pid: str) -> Problem:
     question, answer = row["question"], row["answer"]
     if not isinstance(question, str) or not isinstance(answer, str):
         raise KeyError("question and answer must be strings")
-    return Problem(pid, question, _gsm8k_answer(answer), None, {"solution": answer})
+    others = {k: v for k, v in row.items() if k not in ("question", "answer")}
+    return Problem(pid, question, _gsm8k_answer(answer), None, {"solution": answer, **others})
 
 
 def _math_row(row: dict, pid: str) -> Problem:
@@ -164,36 +170,17 @@ ROW_FORMATS = {f.name: f for f in [
 
 def problem_from_row(row: dict, source: str, line: int) -> Problem:
     """One JSON object in any recognised format (``ROW_FORMATS``) -> ``Problem``."""
-    if not isinstance(row, dict):
-        raise KeyError(f"expected a JSON object, got {type(row).__name__}")
-    for fmt in ROW_FORMATS.values():
-        if all(k in row for k in fmt.keys):
-            return fmt.read(row, f"{source}-{line}")
-    accepted = "; ".join(f"{' + '.join(f.keys)} ({f.doc})" for f in ROW_FORMATS.values())
-    raise KeyError(f"keys {sorted(row)}; a row needs {accepted}")
+    from rlvr_env.sources import problem_of
+
+    return problem_of(row, source, line, None)
 
 
 def load_jsonl(path: str | Path, limit: int | None = None) -> list[Problem]:
-    """Problems of a JSONL file (see module doc for the formats)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such problem file: {path}")
-    problems = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                problems.append(problem_from_row(json.loads(line), path.stem, line_no))
-            except json.JSONDecodeError as exc:
-                raise ProblemFormatError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            except KeyError as exc:
-                raise ProblemFormatError(f"{path}:{line_no}: not a recognised problem row: {exc.args[0]}") from None
-            if limit is not None and len(problems) >= limit:
-                break
-    if not problems:
-        raise ProblemFormatError(f"{path}: no problems")
-    return problems
+    """Problems of a JSONL file (see module doc for the formats), checked and without exact
+    duplicates: ``rlvr_env.sources.load_problems``, which also reads Parquet and datasets folders."""
+    from rlvr_env.sources import load_problems
+
+    return load_problems(path, limit=limit)
 
 
 # ----------------------------------------------------------------- prompt templates

@@ -20,10 +20,10 @@ from algorithms.registry import ConfigError, FieldError, integer, one_of
 from policies.base import PromptBatch, Rollout
 from rlvr_env.bank import PromptBank, PromptSampler
 from rlvr_env.datasets import default_data_dir
+from rlvr_env.problems import ARITHMETIC_LEVELS, TEMPLATES, Problem, arithmetic_problems, format_prompt, in_held_out_split
 from rlvr_env.rewards import (BUILTIN, RewardFunction, RewardFunctionError, RewardParams, RewardScores,
                               build_reward_functions, call, combine, describe_row, row_fields)
-from rlvr_env.problems import (ARITHMETIC_LEVELS, TEMPLATES, Problem, arithmetic_problems, format_prompt,
-                               in_held_out_split, load_jsonl)
+from rlvr_env.sources import MAX_ANSWER_CHARS, MAX_ROW_BYTES, check_columns, fit_context, load_problems, without
 from rlvr_env.verifier import VerifyConfig
 from rlvr_env.verifier_pool import verify, verify_batch
 
@@ -66,23 +66,45 @@ def _heldout(inst, attribute, value):
         raise FieldError(attribute.name, f"must be a count >= 0 or a fraction in [0, 1), got {value!r}")
 
 
+def _max_prompt_tokens(inst, attribute, value):
+    if value is None or value == "filter":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise FieldError(attribute.name, f"must be null (refuse prompts over the model's context), filter (drop them) "
+                                         f"or a count >= 1 (drop prompts of more tokens), got {value!r}")
+
+
 @attrs.frozen
 class JsonlParams(RewardParams):
     path: str | None = None
-    """The JSONL file (relative paths are read from ``data_dir``)."""
+    """The problems: a JSONL file, a Parquet file (.parquet) or a folder written by Hugging Face
+    ``Dataset.save_to_disk`` (relative paths are read from ``data_dir``)."""
     data_dir: str | None = None
     """Folder of the benchmark files (None: ``rlvr_env.datasets.default_data_dir()``: RLVR_DATA_DIR,
     else ../shared/data beside the project checkout)."""
     heldout: int | float = attrs.field(default=0.1, validator=_heldout)
-    """Problems kept out of training for evaluation: a count, or a fraction in [0, 1)."""
+    """Problems kept out of training for evaluation: a count, or a fraction in [0, 1) of the unique problems."""
     heldout_path: str | None = None
-    """A separate held-out file instead (e.g. gsm8k_test beside gsm8k_train); ``heldout`` then ignored."""
+    """A separate held-out file instead (e.g. gsm8k_test beside gsm8k_train); ``heldout`` then ignored,
+    and training rows that are also held out are dropped."""
     limit: int | None = attrs.field(default=None, validator=attrs.validators.optional(integer(1)))
-    """Read at most this many problems of ``path``."""
+    """Read at most this many (unique) problems of ``path``."""
     template: str = attrs.field(default="boxed", validator=one_of(*TEMPLATES[:2]))
     """Prompt template: plain | boxed (a language model's chat template is applied by the policy)."""
     seed: int | None = None
     """Seed of the held-out split (None: the run's seed)."""
+    columns: dict | None = attrs.field(default=None, converter=check_columns)
+    """Our names -> the file's columns, e.g. {prompt: q, answer: final} (level, id optional); every
+    other column goes to Problem.metadata as it is. None: rows in the known formats (problem +
+    answer, question + answer "... #### N")."""
+    max_answer_chars: int = attrs.field(default=MAX_ANSWER_CHARS, validator=integer(1))
+    """Longer reference answers are refused, naming the row (the verifier refuses longer extracted answers)."""
+    max_row_bytes: int = attrs.field(default=MAX_ROW_BYTES, validator=integer(1))
+    """Larger rows are refused before they are parsed, naming the row."""
+    max_prompt_tokens: int | str | None = attrs.field(default=None, validator=_max_prompt_tokens)
+    """Prompts over the model's context (prompt tokens + policy.max_new_tokens > max_position_embeddings):
+    null refuses them, naming the first; filter drops them with a count; N drops prompts of more than
+    N tokens. The tabular policy: no check."""
 
 
 def distractors(answer: int, k: int, rng: np.random.Generator) -> list[str]:
@@ -206,7 +228,13 @@ class MathTask(VerifiedRewards, PromptSampler):
 
 
 def split_heldout(problems: list[Problem], heldout: int | float, seed: int) -> tuple[list[Problem], list[Problem]]:
-    """(train, held-out): a seeded random ``heldout`` count or fraction of ``problems``."""
+    """(train, held-out): a seeded random ``heldout`` count or fraction of the unique problems
+    (normalised text, ``rlvr_env.sources.normalised``): no training problem equals a held-out one.
+    Without repeats (the loaders drop them) this is a permutation of ``problems`` as they are."""
+    from rlvr_env.sources import normalised
+
+    seen: set[str] = set()
+    problems = [p for p in problems if not (normalised(p.prompt) in seen or seen.add(normalised(p.prompt)))]
     count = int(round(heldout * len(problems))) if isinstance(heldout, float) else heldout
     if count >= len(problems):
         raise ConfigError(f"env.heldout: {heldout} leaves no training problems out of {len(problems)}")
@@ -220,33 +248,51 @@ def resolve_data_file(path: str, data_dir: str | None, field: str) -> Path:
     naming the missing file."""
     data_dir = default_data_dir() if data_dir is None else data_dir
     candidate = Path(path).expanduser()
-    if not candidate.is_absolute() and not candidate.is_file():
+    if not candidate.is_absolute() and not candidate.exists():
         candidate = Path(data_dir).expanduser() / path
-    if not candidate.is_file():
+    if not candidate.exists():
         raise ConfigError(f"{field}: no such file {candidate} (data folder {Path(data_dir).resolve()}: env.data_dir, "
                           "else the RLVR_DATA_DIR environment variable, else ../shared/data beside the project "
                           "checkout); point one of them at the folder holding the benchmark JSONL files, or give "
-                          "an absolute path")
+                          "an absolute path (a .jsonl or .parquet file, or a datasets folder)")
     return candidate
 
 
 class JsonlTask(MathTask):
-    """A JSONL benchmark (MATH500, GSM8K, AIME, AMC, Minerva, OlympiadBench, or any file in
-    those formats: ``rlvr_env.problems.load_jsonl``) as a training task."""
+    """A problem file as a training task: a JSONL benchmark (MATH500, GSM8K, AIME, AMC, Minerva,
+    OlympiadBench), any file in those formats, or any JSONL / Parquet / datasets folder with
+    ``env.columns`` (``rlvr_env.sources.load_problems``: checked, exact duplicates dropped)."""
 
     def __init__(self, params: JsonlParams, seed: int):
         if params.path is None:
             raise ConfigError("env.path: missing; give the JSONL file, e.g. env=jsonl env.path=/data/train.jsonl "
                               "(or use a preset: env=math500, env=gsm8k, ...)")
         path = resolve_data_file(params.path, params.data_dir, "env.path")
-        problems = load_jsonl(path, params.limit)
+        checks = {"columns": params.columns, "max_answer_chars": params.max_answer_chars,
+                  "max_row_bytes": params.max_row_bytes}
+        problems = load_problems(path, limit=params.limit, **checks)
         split_seed = params.seed if params.seed is not None else seed
         if params.heldout_path is not None:
-            train, held = problems, load_jsonl(resolve_data_file(params.heldout_path, params.data_dir, "env.heldout_path"))
+            held = load_problems(resolve_data_file(params.heldout_path, params.data_dir, "env.heldout_path"), **checks)
+            train = without(problems, held, "env.heldout_path")
+            if not train:
+                raise ConfigError(f"env.heldout_path: every problem of {path} is also held out")
         else:
             train, held = split_heldout(problems, params.heldout, split_seed)
-        super().__init__(train, held, seed, params.template, name=path.stem, rewards=params)
-        self.params = params
+        self.params, self.seed = params, seed
+        super().__init__(train, held, seed, params.template, name=path.stem if path.is_file() else path.name,
+                         rewards=params)
+
+    def fit_context(self, policy) -> JsonlTask:
+        """Refuse (or with ``env.max_prompt_tokens``, drop) the problems whose prompts do not fit the
+        policy's context with its generation budget (before anything is written); the tabular
+        policy has no context and keeps them all."""
+        p = self.params
+        train = fit_context(self.problems, p.template, policy, p.max_prompt_tokens, "training")
+        held = fit_context(self.heldout, p.template, policy, p.max_prompt_tokens, "held-out")
+        if len(train) < len(self.problems) or len(held) < len(self.heldout):
+            MathTask.__init__(self, train, held, self.seed, p.template, name=self.name, rewards=p)
+        return self
 
 
 class CandidateTask(VerifiedRewards, PromptBank):

@@ -11,8 +11,8 @@ from typing import Any
 from algorithms import ConfigError
 from policies.base import AnswerDistribution
 from rlvr_env.datasets import BENCHMARKS
-from rlvr_env.problems import load_jsonl
 from rlvr_env.protocol import exact_view
+from rlvr_env.sources import MAX_ANSWER_CHARS, MAX_ROW_BYTES, PARQUET_SUFFIXES, fit_context, load_problems
 from rlvr_env.tasks import MathTask, resolve_data_file
 
 
@@ -42,11 +42,18 @@ def benchmark_task(name: str, trainer, cfg: dict[str, Any]):
             raise ConfigError(f"benchmark=heldout: env {cfg['env']['name']!r} keeps no held-out problems "
                               "(set env.heldout, or name a benchmark)")
         return MathTask(heldout, [], seed=0, template=cfg["env"].get("template", "boxed"), name="heldout"), None
-    data_dir = cfg["env"].get("data_dir")
+    env = cfg["env"]
+    data_dir = env.get("data_dir")
+    checks = {"max_answer_chars": env.get("max_answer_chars", MAX_ANSWER_CHARS),
+              "max_row_bytes": env.get("max_row_bytes", MAX_ROW_BYTES)}
     if name in BENCHMARKS:
         path = resolve_data_file(BENCHMARKS[name].eval_path, data_dir, "benchmark")
-    elif name.endswith(".jsonl"):
+    elif name.endswith((".jsonl", *PARQUET_SUFFIXES)) or "/" in name:
         path = resolve_data_file(name, data_dir, "benchmark")
+        checks["columns"] = env.get("columns")  # the env's own column mapping, as for training
     else:
-        raise ConfigError(f"benchmark: unknown {name!r}; valid: heldout, train, {', '.join(BENCHMARKS)}, or a .jsonl path")
-    return MathTask(load_jsonl(path), [], seed=0, name=path.stem), None
+        raise ConfigError(f"benchmark: unknown {name!r}; valid: heldout, train, {', '.join(BENCHMARKS)}, or a .jsonl "
+                          "or .parquet path (or a datasets folder, as a path with a /)")
+    template = env.get("template", "boxed")
+    problems = fit_context(load_problems(path, **checks), template, policy, env.get("max_prompt_tokens"), "benchmark")
+    return MathTask(problems, [], seed=0, template=template, name=path.stem if path.is_file() else path.name), None

@@ -58,11 +58,13 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None,
     optim = build_params(OptimParams, cfg["optim"], "optim")
     entry, env_params = TASKS.make_params(cfg["env"], "env")
     task = entry.target(env_params, seed=seed)
-    if train.prompts_per_step > len(task):
-        raise ConfigError(f"train.prompts_per_step: {train.prompts_per_step} exceeds the {len(task)} prompts of env {entry.name!r}")
+    check_prompts_per_step(train, task, entry.name)
     algorithm = build_algorithm(cfg["algo"], cfg.get("reweight"))
     # The policy keeps a frozen reference (or knows to switch its adapter off) only with a KL penalty.
     policy = POLICIES.build(cfg["policy"], "policy")(task, algorithm.kl_beta > 0)
+    if hasattr(task, "fit_context"):  # prompts over the model's context: refused (or dropped), nothing written yet
+        task = task.fit_context(policy)
+        check_prompts_per_step(train, task, entry.name)
     if algorithm.tis_cap is not None and not getattr(policy, "separate_sampler", False):
         raise ConfigError(f"algo.tis.cap: truncated importance sampling corrects the samples of a separate "
                           f"generation engine (policy.sampler=vllm); policy {cfg['policy'].get('name')!r} samples "
@@ -75,6 +77,11 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None,
                           lambda optimizer: build_scheduler(optim, optimizer, optimizer_steps))
     return Trainer(train, task, policy, engine, algorithm, optim.max_grad_norm, seed, run_dir, logger,
                    exact=exact, evaluator=evaluator, prompt_source=prompt_source)
+
+
+def check_prompts_per_step(train: TrainParams, task, env: str) -> None:
+    if train.prompts_per_step > len(task):
+        raise ConfigError(f"train.prompts_per_step: {train.prompts_per_step} exceeds the {len(task)} prompts of env {env!r}")
 
 
 def build_evaluator(cfg: dict[str, Any], every: int, task, policy) -> PeriodicEval:

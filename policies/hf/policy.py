@@ -66,6 +66,12 @@ class HFPolicy:
         self.stop_ids = stop_token_ids(tokenizer, self.causal)
         self._encoded: dict[str, list[int]] = {}
 
+    @property
+    def context_length(self) -> int | None:
+        """Positions the model attends over, prompt and response together (its config's
+        ``max_position_embeddings``; None where it states none)."""
+        return getattr(self.causal.config, "max_position_embeddings", None)
+
     # ------------------------------------------------------------ text
     def encode(self, text: str) -> list[int]:
         """Prompt ids: the chat template's user turn + generation prompt, or the plain text."""

@@ -287,3 +287,15 @@ def one_of(*choices: str):
             raise FieldError(attribute.name, f"must be one of {', '.join(choices)}; got {value!r}")
 
     return validator
+
+
+def each_of(*choices: str):
+    """A list whose items are among ``choices``, each at most once."""
+    def validator(inst, attribute, value):
+        for item in value:
+            if item not in choices:
+                raise FieldError(attribute.name, f"each must be one of {', '.join(choices)}; got {item!r}")
+        if len(set(value)) < len(value):
+            raise FieldError(attribute.name, f"each at most once; got {list(value)!r}")
+
+    return validator

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from algorithms import Algorithm, ConfigError
-from algorithms.registry import integer, one_of
+from algorithms.registry import each_of, integer, one_of
 from experiments.training import metrics as M
 from experiments.training.checkpoint import save_checkpoint
 from experiments.training.guards import InterruptGuard, Interrupted, NonFiniteError, check_rewards, check_update
@@ -74,6 +74,9 @@ class TrainParams:
     weights (histogram); 0: never."""
     samples_shown: int = attrs.field(default=4, validator=integer(1))
     """Completions written each time (the first response of as many groups)."""
+    loggers: tuple[str, ...] = attrs.field(default=("tensorboard",), converter=tuple, validator=each_of("tensorboard", "wandb"))
+    """Where the run logs: ``tensorboard`` (event files), ``wandb`` (Weights & Biases, offline unless
+    ``WANDB_MODE`` is set; the ``wandb`` extra), or both."""
 
 
 class Trainer:

@@ -12,8 +12,10 @@ path (``reweight.lambda_scale``) and, for names, lists the valid options.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -58,7 +60,7 @@ class Registry:
                 raise TypeError(f"params of {self.kind} {name!r} must be an attrs class")
             if not inspect.isclass(target):
                 _check_keywords(self.kind, name, target, params)
-            doc = (inspect.getdoc(target) or "").split("\n")[0]
+            doc = " ".join((inspect.getdoc(target) or "").split("\n\n")[0].split())  # the first paragraph, whole
             self._entries[name] = Entry(name, target, params, doc, meta)
             return target
 
@@ -103,9 +105,33 @@ class Registry:
     def describe(self) -> str:
         lines = [f"{self.kind} ({self.signature}):"]
         for e in self._entries.values():
-            fields = ", ".join(f"{f.name}={f.default!r}" for f in attrs.fields(e.params))
+            fields = ", ".join(f"{f.name}={shown_default(f)}" for f in attrs.fields(e.params))
             lines.append(f"  {e.name:<24} {e.doc}" + (f"  [{fields}]" if fields else ""))
         return "\n".join(lines)
+
+
+def shown_default(field: attrs.Attribute) -> str:
+    """A field's default as a user writes it (``0.2``, ``null``, ``{}``), ``(required)`` where
+    it has none; a nested params class as its fields (``lora={r: 0, ...}``)."""
+    default = field.default
+    if default is attrs.NOTHING:
+        return "(required)"
+    if isinstance(default, attrs.Factory):
+        if default.takes_self:
+            return "(computed)"
+        default = default.factory()
+    return yaml_value(attrs.asdict(default) if attrs.has(type(default)) else default)
+
+
+def yaml_value(value: Any) -> str:
+    """How a value is written on the command line (YAML flow style: 5, true, null, [1, 4])."""
+    import yaml
+
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
+        return str(value)
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip().removesuffix("...").strip()
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -133,18 +159,64 @@ def build_params(cls: type, cfg: Mapping[str, Any], where: str):
     known = {f.name for f in attrs.fields(cls)}
     unknown = sorted(set(cfg) - known)
     if unknown:
-        raise ConfigError(
-            f"{where}.{unknown[0]}: unknown field; valid fields: {', '.join(sorted(known)) or 'none'}"
-        )
+        raise ConfigError(unknown_field(where, unknown[0], known))
     missing = [f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING and f.name not in cfg]
     if missing:
         raise ConfigError(f"{where}.{missing[0]}: missing (required, no default)")
+    for field in attrs.fields(cls):
+        if field.name in cfg:
+            check_kind(field, cfg[field.name], f"{where}.{field.name}")
     try:
         return cls(**cfg)
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}.{_field_of(exc)}: {exc}") from None
+
+
+def unknown_field(where: str, name: str, known) -> str:
+    """The error of a key that is not a field: the valid ones, and the closest by spelling."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return (f"{f'{where}.' if where else ''}{name}: unknown field; valid fields: {', '.join(sorted(known)) or 'none'}"
+            + (f"; did you mean {close[0]}?" if close else ""))
+
+
+def _kinds(annotation: Any) -> list[str]:
+    """The parts of a field's annotation, as text: ``"bool | None"`` -> ``["bool", "None"]``."""
+    text = annotation if isinstance(annotation, str) else annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += char in "[(" and 1 or char in "])" and -1 or 0
+        if char == "|" and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip().removeprefix("typing.") for p in parts]
+
+
+SEQUENCES = ("tuple", "list", "Sequence")
+
+
+def check_kind(field: attrs.Attribute, value: Any, key: str) -> None:
+    """What every field of its annotated type must be, checked once for every params class:
+    ``bool``: true or false (not ``no``, ``1``, ``maybe``); ``float``: finite; ``tuple[...]`` /
+    ``list[...]``: a list (its float items finite). A ConfigError naming ``key``."""
+    kinds = _kinds(field.type)
+    if value is None and "None" in kinds:
+        return
+    kinds = [k for k in kinds if k != "None"]
+    if kinds == ["bool"] and not isinstance(value, bool):
+        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+    if "float" in kinds and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be finite, got {value!r}")
+    sequence = [k for k in kinds if k.split("[", 1)[0] in SEQUENCES]
+    if sequence and len(kinds) == 1:
+        if not isinstance(value, (list, tuple)):
+            default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
+            example = f"{key}=[{','.join(map(str, default))}]" if isinstance(default, (list, tuple)) and default else f"{key}=[...]"
+            raise ConfigError(f"{key}: a list is expected (e.g. {example}), got {value!r}")
+        if "float" in sequence[0] and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+            raise ConfigError(f"{key}: must be finite, got {list(value)!r}")
 
 
 def _field_of(exc: Exception) -> str:
@@ -213,5 +285,17 @@ def one_of(*choices: str):
     def validator(inst, attribute, value):
         if value not in choices:
             raise FieldError(attribute.name, f"must be one of {', '.join(choices)}; got {value!r}")
+
+    return validator
+
+
+def each_of(*choices: str):
+    """A list whose items are among ``choices``, each at most once."""
+    def validator(inst, attribute, value):
+        for item in value:
+            if item not in choices:
+                raise FieldError(attribute.name, f"each must be one of {', '.join(choices)}; got {item!r}")
+        if len(set(value)) < len(value):
+            raise FieldError(attribute.name, f"each at most once; got {list(value)!r}")
 
     return validator

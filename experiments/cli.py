@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import yaml
 
-from algorithms.registry import ConfigError, build_params, field_docs
+from algorithms.registry import ConfigError, build_params, field_docs, shown_default, yaml_value  # noqa: F401 (yaml_value: cli's)
 
 
 def parse_args(argv: Sequence[str] | None, options: type, prog: str, doc: str,
@@ -88,19 +88,9 @@ def help_text(prog: str, doc: str, options: type, overrides: bool) -> str:
         rows = [(f"{f.name}.{g.name}", g, field_docs(nested)) for g in attrs.fields(nested)] if nested else \
             [(f.name, f, field_docs(options))]
         for name, field, docs in rows:
-            default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
-            lines.append(f"  {name}=" + ("(required)" if default is attrs.NOTHING else yaml_value(default)))
+            lines.append(f"  {name}={shown_default(field)}")
             lines += [f"      {line}" for line in docs.get(field.name, "").splitlines()]
     if overrides:
         lines += ["", "Any other KEY=VALUE overrides the run config (python -m experiments.run --help lists it), "
                       "e.g. train.steps=20 optim.lr=0.02."]
     return "\n".join(lines)
-
-
-def yaml_value(value: Any) -> str:
-    """How a value is written on the command line (YAML flow style: 5, true, null, [1, 4])."""
-    if isinstance(value, tuple):
-        value = list(value)
-    if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
-        return str(value)
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()

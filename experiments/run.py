@@ -27,6 +27,7 @@ from experiments.compare.arena import run_arena
 from experiments.parallel.launch import (broadcast_object, close_processes, end_process, init_processes,
                                         launched_processes, processes)
 from experiments.training import metrics as M
+from experiments.training.build import check_override_keys
 from experiments.training.checkpoint import list_checkpoints
 from experiments.training.guards import RunStopped
 from experiments.training.lifecycle import TrainingRun, resolve_config
@@ -176,8 +177,22 @@ def print_stages() -> None:
         print(registry.describe(), end="\n\n")
 
 
+def check_keys(argv: list[str]) -> None:
+    """A mistyped key (``train.stepz=5``) in one line, ``error: train.stepz: unknown field; ...``
+    and exit status 2, before Hydra runs (which would advise ``+train.stepz``). Plain runs
+    only: flags (``-m``, ``--cfg``) and Hydra's own keys are left to Hydra."""
+    if any(a.startswith("-") for a in argv):
+        return
+    try:
+        check_override_keys([a for a in argv if not a.startswith(("hydra.", "hydra/"))])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     if "--stages" in sys.argv[1:]:
         print_stages()
         sys.exit(0)
+    check_keys(sys.argv[1:])
     main()

@@ -35,3 +35,11 @@ def test_antlr_runtime_is_the_pinned_one_and_math_verify_parses_latex():
     from math_verify import parse, verify
 
     assert verify(parse(r"$\frac{1}{2}$"), parse(r"$0.5$"))
+
+
+def test_wandb_is_an_extra_and_in_what_ci_installs():
+    """train.loggers=[...,wandb]: the wandb extra (named in the missing-package error), and in dev so
+    that CI's .[dev,llm] runs the offline W&B tests."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert [Requirement(r).name for r in extras["wandb"]] == ["wandb"]
+    assert "wandb" in {Requirement(r).name for r in extras["dev"]}

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from algorithms import ConfigError, build_algorithm
-from algorithms.registry import build_params
+from algorithms.registry import build_params, unknown_field
 from experiments.parallel.launch import build_engine, check_data_parallel, processes
 from experiments.evaluation.benchmarks import register_env_presets
 from experiments.evaluation.evaluator import EvalParams, PeriodicEval
@@ -45,6 +45,39 @@ def compose_config(*overrides: str) -> dict[str, Any]:
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return OmegaConf.to_container(compose(config_name="config", overrides=list(overrides)), resolve=True)
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """A ConfigError (``unknown field; valid fields: ...; did you mean steps?``) for an override
+    of a key the composed config does not have (``train.stepz=5``), where Hydra would advise
+    ``+train.stepz``. Anything else Hydra refuses is left to Hydra's own message."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+    from omegaconf import DictConfig
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    def composed(given):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return compose(config_name="config", overrides=list(given))
+
+    try:
+        composed(overrides)
+        return
+    except ConfigCompositionException as exc:
+        cause = exc.__cause__
+        if not isinstance(cause, (ConfigAttributeError, ConfigKeyError)) or not getattr(cause, "full_key", None):
+            return
+        key = str(cause.full_key)
+    except Exception:  # noqa: BLE001 - Hydra says it when the run composes
+        return
+    parent, _, name = key.rpartition(".")
+    try:
+        node = composed([o for o in overrides if override_key(o) != key])
+        node = OmegaConf.select(node, parent) if parent else node
+    except Exception:  # noqa: BLE001
+        return
+    if isinstance(node, DictConfig):
+        raise ConfigError(unknown_field(parent, name, [str(k) for k in node.keys()]))
 
 
 def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None,

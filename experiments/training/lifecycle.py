@@ -31,13 +31,13 @@ from experiments.training.build import build_trainer, override_key
 from experiments.parallel.launch import broadcast_object, is_main_process, launched_as_main
 from experiments.training.checkpoint import list_checkpoints, readable_checkpoints
 from experiments.training.lock import RunLock, RunLocked
-from experiments.training.tracking import TensorBoardLogger
+from experiments.training.tracking import make_logger
 from experiments.training.trainer import Trainer
 
 CONFIG_FILE = "config.yaml"
 """The resolved config a run directory holds (written before its logger starts)."""
 RESUMABLE_OVERRIDES = ("resume", "resume_accept", "train.steps", "train.progress", "train.checkpoint_every",
-                       "train.keep_checkpoints")
+                       "train.keep_checkpoints", "train.loggers")
 """What may change when a run is resumed (everything else is the run's own config, unless
 named in ``resume_accept``)."""
 LOCK_FILE = "run.lock"
@@ -133,13 +133,14 @@ class RunDirectory:
     def has_checkpoints(self) -> bool:
         return bool(list_checkpoints(self.path))
 
-    def logger(self, config_text: str | None = None, history: list[dict[str, float]] | None = None):
-        """The run's TensorBoard logger, writing nothing until its first event (then the config
-        as text: ``config_text``, else its config file's; ``history``: a resumed run's,
-        rewritten into one event file)."""
+    def logger(self, config_text: str | None = None, history: list[dict[str, float]] | None = None,
+               loggers=("tensorboard",), config: dict[str, Any] | None = None):
+        """The run's loggers (``train.loggers``; TensorBoard by default), writing nothing until
+        their first event (then the config: ``config_text``, else its config file's; ``history``:
+        a resumed run's, rewritten into one event file)."""
         if config_text is None and self.config_file.is_file():
             config_text = self.config_file.read_text()
-        return TensorBoardLogger(self.path, config_text, history)
+        return make_logger(loggers, self.path, config, config_text, history)
 
 
 class TrainingRun:
@@ -172,8 +173,9 @@ class TrainingRun:
                     lock.release()
                 raise
         if writes:
-            trainer.logger = (directory.logger(config_yaml(cfg)) if not resume else
-                              directory.logger(history=list(trainer.history)))
+            loggers = trainer.params.loggers
+            trainer.logger = (directory.logger(config_yaml(cfg), loggers=loggers, config=cfg) if not resume else
+                              directory.logger(history=list(trainer.history), loggers=loggers, config=cfg))
         return cls(trainer, directory, cfg, resumed_from, writes, lock)
 
     def commit(self) -> TrainingRun:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from algorithms.registry import integer, one_of
+from algorithms.registry import each_of, integer, one_of
 
 
 @attrs.frozen
@@ -47,3 +47,6 @@ class TrainParams:
     weights (histogram); 0: never."""
     samples_shown: int = attrs.field(default=4, validator=integer(1))
     """Completions written each time (the first response of as many groups)."""
+    loggers: tuple[str, ...] = attrs.field(default=("tensorboard",), converter=tuple, validator=each_of("tensorboard", "wandb"))
+    """Where the run logs: ``tensorboard`` (event files), ``wandb`` (Weights & Biases, offline unless
+    ``WANDB_MODE`` is set; the ``wandb`` extra), or both."""

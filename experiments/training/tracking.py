@@ -1,9 +1,17 @@
-"""TensorBoard event files and the closing summary table."""
+"""The run's loggers (TensorBoard event files; Weights & Biases, offline by default) and the
+closing summary table.
+
+    make_logger(["tensorboard", "wandb"], run_dir, config, config_text, history) -> Loggers
+    logger.log(step, values); logger.log_samples(...); logger.log_histogram(...); logger.close()
+"""
 
 from __future__ import annotations
 
 import math
+import os
+import uuid
 from pathlib import Path
+from typing import Any
 
 import torch
 from tensorboard.compat.proto.summary_pb2 import Summary
@@ -12,11 +20,43 @@ from torch.utils.tensorboard import SummaryWriter
 from experiments.training import metrics as M
 from rlvr_env.verifier import extract_answer
 
+LOGGERS = ("tensorboard", "wandb")
+"""What ``train.loggers`` may name."""
+NONFINITE_PREFIX = "nonfinite/"
+WANDB_ID_FILE = "wandb-run-id"
+"""The run's W&B id, in its run directory: a resumed run continues the same W&B run."""
+WANDB_MISSING = "train.loggers: wandb is not installed; pip install 'rlvr-sim[wandb]'"
+
+
+def split_nonfinite(values: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
+    """The scalars to write: the finite ones, and for each NaN / inf one its counter
+    ``nonfinite/<tag>`` (steps so far at which ``tag`` was not finite; ``counts`` is updated) in
+    its place. TensorBoard drops a non-finite scalar without a word; the counter shows it."""
+    out = {}
+    for key, value in values.items():
+        if math.isfinite(value):
+            out[key] = value
+        else:
+            counts[key] = counts.get(key, 0) + 1
+            out[NONFINITE_PREFIX + key] = float(counts[key])
+    return out
+
+
+def sample_rows(prompts, rollout, rewards: torch.Tensor, count: int) -> list[tuple[str, str, str | None, float]]:
+    """(prompt, completion, extracted answer, reward) of the first response of the first
+    ``count`` groups (``prompts`` [N], ``rollout`` [N * G], ``rewards`` [N, G])."""
+    rows = []
+    for i in range(min(count, len(prompts))):
+        text = rollout.texts[i * rollout.group_size]
+        rows.append((prompts.texts[i], text, extract_answer(text), float(rewards[i, 0])))
+    return rows
+
+
 class TensorBoardLogger:
     """Scalars, text and histograms to ``<run_dir>/events.*``; ``tensorboard --logdir runs``.
 
-    Non-finite values (e.g. a bucket with no mixed group this step) are skipped rather
-    than drawn as spikes. Nothing is written until the first event: then the event file is
+    A non-finite value (e.g. a bucket with no mixed group this step) is not drawn as a spike:
+    its counter ``nonfinite/<tag>`` is written instead (``split_nonfinite``). Nothing is written until the first event: then the event file is
     opened with ``config_text`` (the run's resolved config) at step 0 and, for a resumed run
     (``history``), the checkpoint's history (steps 1..N) in one new event file, after which
     the older event files are removed. TensorBoard then reads strictly increasing steps from
@@ -28,6 +68,7 @@ class TensorBoardLogger:
     def __init__(self, run_dir: Path, config_text: str | None = None, history: list[dict[str, float]] | None = None):
         self.run_dir, self.config_text, self.history = Path(run_dir), config_text, history
         self._writer: SummaryWriter | None = None
+        self.nonfinite: dict[str, int] = {}
 
     @property
     def writer(self) -> SummaryWriter:
@@ -46,18 +87,14 @@ class TensorBoardLogger:
     def log(self, step: int, values: dict[str, float]) -> None:
         # One event per step holding every scalar (what add_scalar writes, one event per tag,
         # costs ~10x more: more than a tabular training step).
-        scalars = [Summary.Value(tag=key, simple_value=value) for key, value in values.items() if math.isfinite(value)]
-        self.writer._get_file_writer().add_summary(Summary(value=scalars), step)
+        writer = self.writer._get_file_writer()  # first: a resumed run's history is written (and counted) before
+        scalars = [Summary.Value(tag=key, simple_value=value) for key, value in split_nonfinite(values, self.nonfinite).items()]
+        writer.add_summary(Summary(value=scalars), step)
 
     def log_samples(self, step: int, prompts, rollout, rewards: torch.Tensor, count: int) -> None:
-        """The first response of the first ``count`` groups (``prompts`` [N], ``rollout`` [N * G],
-        ``rewards`` [N, G]): prompt, completion, extracted answer and reward, as one Markdown
+        """``sample_rows``: prompt, completion, extracted answer and reward, as one Markdown
         table (``samples``)."""
-        rows = []
-        for i in range(min(count, len(prompts))):
-            text = rollout.texts[i * rollout.group_size]
-            rows.append((prompts.texts[i], text, extract_answer(text), float(rewards[i, 0])))
-        self.writer.add_text("samples", samples_markdown(rows), step)
+        self.writer.add_text("samples", samples_markdown(sample_rows(prompts, rollout, rewards, count)), step)
 
     def log_histogram(self, step: int, tag: str, values: torch.Tensor) -> None:
         if values.numel():
@@ -66,6 +103,99 @@ class TensorBoardLogger:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+class WandbLogger:
+    """The same scalars (``nonfinite/<tag>`` counters included), samples (a ``wandb.Table``)
+    and histograms to a Weights & Biases run: name = the run directory's name, config = the
+    run's config, project ``$WANDB_PROJECT`` (else rlvr-sim). Offline unless ``WANDB_MODE`` is
+    set (files under ``<run_dir>/wandb/``, or ``$WANDB_DIR``; ``wandb sync`` uploads them).
+    The run's id is kept in ``<run_dir>/wandb-run-id``: a resumed run continues that W&B run
+    (its new steps; W&B keeps what it had). Starts at the first event, like TensorBoard's."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any] | None = None,
+                 history: list[dict[str, float]] | None = None):
+        try:
+            import wandb
+        except ImportError:
+            from algorithms import ConfigError
+
+            raise ConfigError(WANDB_MISSING) from None
+        self.wandb, self.run_dir, self.config = wandb, Path(run_dir), config
+        self.nonfinite: dict[str, int] = {}
+        for values in history or ():  # a resumed run: the counters go on from the checkpoint's
+            split_nonfinite(values, self.nonfinite)
+        self._run = None
+
+    @property
+    def run(self):
+        if self._run is None:
+            id_file = self.run_dir / WANDB_ID_FILE
+            run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
+            id_file.write_text(run_id + "\n")
+            self._run = self.wandb.init(
+                project=os.environ.get("WANDB_PROJECT") or "rlvr-sim", name=self.run_dir.name, id=run_id,
+                resume="allow", config=self.config, dir=os.environ.get("WANDB_DIR") or str(self.run_dir),
+                mode=os.environ.get("WANDB_MODE") or "offline", settings=self.wandb.Settings(console="off", silent=True))
+        return self._run
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.run.log(split_nonfinite(values, self.nonfinite), step=step)
+
+    def log_samples(self, step: int, prompts, rollout, rewards: torch.Tensor, count: int) -> None:
+        table = self.wandb.Table(columns=["prompt", "completion", "extracted", "reward"],
+                                 data=[list(r) for r in sample_rows(prompts, rollout, rewards, count)])
+        self.run.log({"samples": table}, step=step)
+
+    def log_histogram(self, step: int, tag: str, values: torch.Tensor) -> None:
+        if values.numel():
+            self.run.log({tag: self.wandb.Histogram(values.detach().float().cpu().numpy())}, step=step)
+
+    def close(self) -> None:
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
+
+
+class Loggers:
+    """Several loggers as one: every call goes to each (``train.loggers=[tensorboard,wandb]``)."""
+
+    def __init__(self, loggers: list):
+        self.loggers = loggers
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.loggers[0].run_dir if self.loggers else None
+
+    @run_dir.setter
+    def run_dir(self, path: Path) -> None:  # a new run's final folder (made unique when created)
+        for logger in self.loggers:
+            logger.run_dir = Path(path)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        for logger in self.loggers:
+            logger.log(step, values)
+
+    def log_samples(self, step: int, prompts, rollout, rewards: torch.Tensor, count: int) -> None:
+        for logger in self.loggers:
+            logger.log_samples(step, prompts, rollout, rewards, count)
+
+    def log_histogram(self, step: int, tag: str, values: torch.Tensor) -> None:
+        for logger in self.loggers:
+            logger.log_histogram(step, tag, values)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+
+
+def make_logger(names, run_dir: Path, config: dict[str, Any] | None = None, config_text: str | None = None,
+                history: list[dict[str, float]] | None = None):
+    """The loggers ``names`` (``train.loggers``) of a run directory: one logger, or a ``Loggers``
+    fan-out of several. ``wandb`` without the package: a ConfigError naming the extra."""
+    made = [TensorBoardLogger(run_dir, config_text, history) if name == "tensorboard" else WandbLogger(run_dir, config, history)
+            for name in names]
+    return made[0] if len(made) == 1 else Loggers(made)
 
 
 # (tag, label) rows of the summary; rows whose tag was never logged are left out.

@@ -21,7 +21,7 @@ def missing_weights_message(model_path: str, reason: str, hub_id: bool) -> str:
     name = Path(model_path).name or "model"
     if hub_id:
         how = (f"The hub is not contacted from here: download the weights where it is reachable "
-               f"(huggingface-cli download {model_path} --local-dir /data/{name}), copy the folder to this machine and "
+               f"(hf download {model_path} --local-dir /data/{name}), copy the folder to this machine and "
                f"run with policy.model_path=/data/{name} (or set policy.allow_download=true on a machine with hub "
                f"access).")
     else:

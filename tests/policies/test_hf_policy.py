@@ -300,7 +300,8 @@ def test_policy_without_weights_fails_at_start_saying_how_to_fix(tmp_path):
     out = run_cli("policy=qwen3-8b", "env=arithmetic", f"train.log_dir={tmp_path}")
     assert out.returncode == 2
     assert "policy.model_path: no model weights at 'Qwen/Qwen3-8B-Base'" in out.stderr
-    assert "policy.model_path=/data/Qwen3-8B-Base" in out.stderr and "huggingface-cli download" in out.stderr
+    assert "policy.model_path=/data/Qwen3-8B-Base" in out.stderr
+    assert "(hf download Qwen/Qwen3-8B-Base --local-dir /data/Qwen3-8B-Base)" in out.stderr
     assert not any(tmp_path.iterdir())  # nothing written
     empty = tmp_path.parent / "empty-model"
     empty.mkdir(exist_ok=True)
@@ -319,3 +320,15 @@ def test_a_response_without_prompt_is_refused(tiny_dir):  # noqa: F811
         with pytest.raises(ValueError, match="without a prompt token"):
             response_logprobs(policy.causal, r.prompt_tokens[:, :width], mask, r.tokens, r.mask, temperature=1.0,
                               chunk=8)
+
+
+def test_missing_weights_message_names_the_installed_hub_cli():
+    """``hf download``: the command huggingface_hub installs (``huggingface-cli`` is gone from it)."""
+    from importlib.metadata import entry_points
+
+    from policies.hf.loading import missing_weights_message
+
+    text = missing_weights_message("Qwen/Qwen3-8B-Base", "not in the cache", hub_id=True)
+    assert "(hf download Qwen/Qwen3-8B-Base --local-dir /data/Qwen3-8B-Base)" in text and "huggingface-cli" not in text
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts") if e.dist.name == "huggingface_hub"}
+    assert scripts.get("hf", "").startswith("huggingface_hub.cli") and "huggingface-cli" not in scripts

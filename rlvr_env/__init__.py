@@ -6,7 +6,8 @@
 from algorithms.registry import Registry
 from rlvr_env.bandit import BanditParams, BanditTask
 from rlvr_env.bank import BUCKETS, PromptBank, bucket_of
-from rlvr_env.problems import Problem, ProblemFormatError, arithmetic_problems, format_prompt, load_jsonl
+from rlvr_env.problems import Problem, ProblemFormatError, arithmetic_problems, format_prompt
+from rlvr_env.sources import load_jsonl
 from rlvr_env.tasks import ArithmeticParams, ArithmeticTask, CandidateTask, JsonlParams, JsonlTask, MathTask
 from rlvr_env.verifier import Verdict, VerifyConfig, extract_answer, verify_here
 from rlvr_env.verifier_pool import verify, verify_batch

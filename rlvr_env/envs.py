@@ -16,7 +16,8 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from rlvr_env.bandit import BanditParams, BanditTask
-from rlvr_env.problems import Problem, arithmetic_problems, format_prompt, load_jsonl
+from rlvr_env.problems import Problem, arithmetic_problems, format_prompt
+from rlvr_env.sources import load_jsonl
 from rlvr_env.verifier import VerifyConfig
 from rlvr_env.verifier_pool import verify
 

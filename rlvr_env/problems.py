@@ -4,7 +4,7 @@ JSONL formats recognised (one JSON object per line; ``ROW_FORMATS``):
     MATH500        problem, solution, answer, subject, level (1-5)
     AIME / AMC / Minerva / OlympiadBench     problem, answer
     GSM8K          question, answer ("... #### N")
-A malformed row raises ``ProblemFormatError`` naming the file and line. Parquet files, datasets
+A malformed row raises ``ProblemFormatError`` naming the file and line (``rlvr_env.sources.load_jsonl``). Parquet files, datasets
 folders, a column mapping and the checks every source goes through: ``rlvr_env.sources``.
 """
 
@@ -166,21 +166,6 @@ ROW_FORMATS = {f.name: f for f in [
     RowFormat("math", ("problem", "answer"), _math_row, "MATH500 / AIME / AMC / Minerva / OlympiadBench; level 1-5 optional"),
 ]}
 """The JSONL row formats, by name."""
-
-
-def problem_from_row(row: dict, source: str, line: int) -> Problem:
-    """One JSON object in any recognised format (``ROW_FORMATS``) -> ``Problem``."""
-    from rlvr_env.sources import problem_of
-
-    return problem_of(row, source, line, None)
-
-
-def load_jsonl(path: str | Path, limit: int | None = None) -> list[Problem]:
-    """Problems of a JSONL file (see module doc for the formats), checked and without exact
-    duplicates: ``rlvr_env.sources.load_problems``, which also reads Parquet and datasets folders."""
-    from rlvr_env.sources import load_problems
-
-    return load_problems(path, limit=limit)
 
 
 # ----------------------------------------------------------------- prompt templates

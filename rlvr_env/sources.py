@@ -224,6 +224,11 @@ def problem_of(row, source: str, number: int, columns: dict[str, str] | None) ->
                    "env.columns={prompt: COLUMN, answer: COLUMN} (level, id optional)")
 
 
+def problem_from_row(row: dict, source: str, line: int) -> Problem:
+    """One JSON object in any recognised format (``ROW_FORMATS``) -> ``Problem``."""
+    return problem_of(row, source, line, None)
+
+
 def normalised(text: str) -> str:
     """The text compared for duplicates: whitespace runs collapsed to one space, ends stripped, case kept."""
     return " ".join(text.split())
@@ -312,6 +317,11 @@ def load_problems(path: str | Path, columns: Mapping | None = None, limit: int |
         say(f"{path}: dropped {len(dedup.dropped)} exact duplicate row(s) (the same problem text up to whitespace, "
             f"the same answer), the first at {first.location} (a repeat of {dedup.seen[normalised(first.prompt)].location})")
     return problems
+
+
+def load_jsonl(path: str | Path, limit: int | None = None) -> list[Problem]:
+    """Problems of a file in the known formats (``ROW_FORMATS``), checked, without exact duplicates."""
+    return load_problems(path, limit=limit)
 
 
 def without(train: list[Problem], heldout: list[Problem], what: str) -> list[Problem]:

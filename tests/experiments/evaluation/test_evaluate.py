@@ -15,7 +15,7 @@ from experiments.training.build import build_trainer, compose_config
 from experiments.evaluation.evaluator import EvalParams, evaluate
 from experiments.evaluation.passk import bootstrap_ci, exact_pass_at_k, maj_at_k, pass_at_k
 from policies.base import Rollout
-from rlvr_env.problems import load_jsonl
+from rlvr_env import load_jsonl
 from rlvr_env.protocol import exact_view
 from rlvr_env.tasks import MathTask
 from tests.conftest import run_cli

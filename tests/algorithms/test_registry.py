@@ -103,5 +103,6 @@ def test_defaults_are_shown_as_values_and_required_fields_as_required():
     assert "NOTHING" not in text and "Factory(" not in text and "takes_self" not in text
     assert "[max_length=(required)]" in text and "allow_download=false" in text and "chat_template_kwargs={}" in text
     # the first paragraph whole, not its first line
-    assert ("A JSONL benchmark (MATH500, GSM8K, AIME, AMC, Minerva, OlympiadBench, or any file in those formats: "
-            "``rlvr_env.problems.load_jsonl``) as a training task.") in text
+    assert ("A problem file as a training task: a JSONL benchmark (MATH500, GSM8K, AIME, AMC, Minerva, OlympiadBench), "
+            "any file in those formats, or any JSONL / Parquet / datasets folder with ``env.columns`` "
+            "(``rlvr_env.sources.load_problems``: checked, exact duplicates dropped).") in text

@@ -200,7 +200,8 @@ SEQUENCES = ("tuple", "list", "Sequence")
 def check_kind(field: attrs.Attribute, value: Any, key: str) -> None:
     """What every field of its annotated type must be, checked once for every params class:
     ``bool``: true or false (not ``no``, ``1``, ``maybe``); ``float``: finite; ``tuple[...]`` /
-    ``list[...]``: a list (its float items finite). A ConfigError naming ``key``."""
+    ``list[...]`` (converted by ``tuple`` / ``list`` or not at all): a list, its float items
+    finite. A ConfigError naming ``key``."""
     kinds = _kinds(field.type)
     if value is None and "None" in kinds:
         return
@@ -210,7 +211,7 @@ def check_kind(field: attrs.Attribute, value: Any, key: str) -> None:
     if "float" in kinds and isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}: must be finite, got {value!r}")
     sequence = [k for k in kinds if k.split("[", 1)[0] in SEQUENCES]
-    if sequence and len(kinds) == 1:
+    if sequence and len(kinds) == 1 and field.converter in (None, tuple, list):  # a converter of its own may take a scalar
         if not isinstance(value, (list, tuple)):
             default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
             example = f"{key}=[{','.join(map(str, default))}]" if isinstance(default, (list, tuple)) and default else f"{key}=[...]"

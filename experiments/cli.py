@@ -59,7 +59,7 @@ def parse_args(argv: Sequence[str] | None, options: type, prog: str, doc: str,
             own[name] = build_params(_attrs_type(field), own[name], name)
         return build_params(options, own, "<key>"), rest
     except ConfigError as exc:
-        fail(str(exc).removeprefix("<key>."))
+        fail(str(exc).replace("<key>.", ""))
 
 
 def fail(message: str):

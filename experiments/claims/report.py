@@ -30,6 +30,7 @@ from experiments.claims.rules import ASSESS, Estimate, Row, Runs
 from experiments.cli import fail, parse_args
 from experiments.sim import History
 from experiments.training import metrics as M
+from experiments.training.lifecycle import RunDirectory
 from rlvr_env.bank import BUCKETS
 
 # Final values shown in each experiment's table (tag, last: 1 = final step, 0 = mean over steps).
@@ -77,13 +78,17 @@ def load_experiment(exp_dir: Path) -> Runs:
     manifest = json.loads(manifest_path.read_text())
     histories: dict[str, list[History]] = {}
     histograms: dict[str, list] = {}
+    configs: dict[str, list[dict]] = {}
     for run in sorted(manifest["runs"], key=lambda r: r["seed"]):
         history, hist = load_run(Path(exp_dir) / run["dir"])
         if run["label"].endswith(",trainer"):
             histograms[run["label"].removesuffix(",trainer")] = hist
         else:
             histories.setdefault(run["label"], []).append(history)
-    return Runs(manifest["name"], histories, histograms, manifest)
+            config = RunDirectory(Path(exp_dir) / run["dir"])
+            if config.config_file.is_file():  # the labels say what the runs ran (train.steps=20 ...)
+                configs.setdefault(run["label"], []).append(config.read_config())
+    return Runs(manifest["name"], histories, histograms, manifest, configs)
 
 
 # ----------------------------------------------------------------- figures
@@ -286,7 +291,7 @@ def build(runs_dir: Path, out: Path) -> list[Row]:
         exp_rows = ASSESS[name](runs)
         rows += exp_rows
         extra = " ".join(runs.manifest.get("extra", []))
-        lines += [f"Setting: `{' '.join(runs.manifest['base'])}`" + (f", extra overrides `{extra}`" if extra else "") + ". "
+        lines += [f"Setting: `{' '.join(runs.manifest['base'])}`" + (f", extra overrides `{extra}` (they win over what the note says)" if extra else "") + ". "
                   + exp.note, "", *claim_table(exp_rows), "", *final_table(runs, TABLE[name]), ""]
         for file, caption in FIGURES[name](runs, out):
             lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]

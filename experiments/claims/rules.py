@@ -11,6 +11,7 @@ differs, the row's note says so with both numbers.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 import numpy as np
@@ -82,12 +83,29 @@ class Runs:
     """One experiment's runs: label -> Histories in seed order (trainer runs apart)."""
 
     def __init__(self, name: str, histories: dict[str, list[History]], histograms: dict[str, list] | None = None,
-                 manifest: dict | None = None):
+                 manifest: dict | None = None, configs: dict[str, list[dict]] | None = None):
         self.name = name
         self.histories = histories
         self.histograms = histograms or {}
         """label -> [(step, bucket_limits, counts)] of reweight/weights (trainer runs)."""
         self.manifest = manifest or {}
+        self.configs = configs or {}
+        """label -> the runs' own configs (their config.yaml), in seed order."""
+
+    def setting(self, label: str, key: str, default: Any = None) -> Any:
+        """A dotted config value (``train.steps``) the runs of ``label`` ran with (their own
+        configs, so ``-- train.steps=20`` shows); ``default`` where no config was read; the
+        values joined with ``/`` where the seeds differ. ``train.steps`` without configs: the
+        steps the runs logged."""
+        values = []
+        for cfg in self.configs.get(label, []):
+            for part in key.split("."):
+                cfg = cfg.get(part) if isinstance(cfg, dict) else None
+            values.append(cfg)
+        if not values and key == "train.steps" and self.histories.get(label):
+            values = [h.values.shape[0] for h in self.histories[label]]
+        distinct = list(dict.fromkeys(values))
+        return default if not distinct else distinct[0] if len(distinct) == 1 else "/".join(map(str, distinct))
 
     def _runs(self, label: str) -> list[History]:
         if label not in self.histories:
@@ -120,6 +138,15 @@ class Runs:
         return Estimate.of(self.final(other, tag, last) - self.final(base, tag, last))
 
 
+def minibatches(n: Any) -> str:
+    return "? minibatches" if n is None else "one minibatch" if n == 1 else f"{n} minibatches"
+
+
+def on_policy(runs: Runs, label: str) -> str:
+    """How a label's runs were set, from their configs: ``on-policy, 200 steps``."""
+    return f"on-policy, {runs.setting(label, 'train.steps')} steps"
+
+
 def assess_a(runs: Runs) -> list[Row]:
     rows = []
     base, other = f"grpo,{DEFAULT_RUN}", f"grpo_hadw,{DEFAULT_RUN}"
@@ -128,8 +155,8 @@ def assess_a(runs: Runs) -> list[Row]:
         est = runs.paired(b, f"{b}_hadw", "accuracy/all")
         v = verdict(est)
         note = "" if v == "yes" or not default or b != "grpo" else (
-            f"At step 100 with four minibatches per step; in the default run (on-policy, 200 steps) HA-DW gives grpo "
-            f"{runs.paired(base, other, 'accuracy/all').pts()}")
+            f"At step {runs.setting(b, 'train.steps')} with {minibatches(runs.setting(b, 'train.minibatches'))} per "
+            f"step; in the default run ({on_policy(runs, base)}) HA-DW gives grpo {runs.paired(base, other, 'accuracy/all').pts()}")
         rows.append(Row("a", f"HA-DW improves {b} (final accuracy, all prompts)", HADW, "improves every base algorithm",
                         f"{est.pts()} ({est.positive}/{est.n} seeds)", v, note))
     diffs = {k: np.mean([runs.final(f"{b}_hadw", f"accuracy/{k}") - runs.final(b, f"accuracy/{k}") for b in BASES], axis=0)
@@ -142,7 +169,7 @@ def assess_a(runs: Runs) -> list[Row]:
                     ours, all_of(parts), note))
     if default:
         est, hard = runs.paired(base, other, "accuracy/all"), runs.paired(base, other, "accuracy/hard")
-        rows.append(Row("a", "HA-DW improves grpo in the default run (on-policy, 200 steps)", HADW,
+        rows.append(Row("a", f"HA-DW improves grpo in the default run ({on_policy(runs, base)})", HADW,
                         "improves every base algorithm", f"{est.pts()} (hard {hard.pts()})", verdict(est)))
     return rows
 

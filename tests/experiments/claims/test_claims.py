@@ -150,3 +150,23 @@ def test_cli_runs_and_writes_the_report(tmp_path):
     page = (tmp_path / "report" / "README.md").read_text()
     assert "| grpo,G=16 | 2 |" in page and "extra overrides `train.steps=3 env.num_prompts=16" in page
     assert sorted(p.name for p in (tmp_path / "runs" / "b").iterdir())[:2] == ["experiment.json", "grpo,G=16,seed=0"]
+
+
+def test_assess_a_labels_come_from_the_runs_configs():
+    """After ``-- train.steps=20`` the rows say 20 steps (the runs' config.yaml), not the suite's 100 / 200."""
+    base = {"accuracy/all": [0.5, 0.6, 0.7], "accuracy/hard": [0.2, 0.3, 0.4], "accuracy/medium": [0.5] * 3,
+            "accuracy/easy": [0.9] * 3}
+    worse = {**base, "accuracy/all": [0.49, 0.58, 0.69]}
+    runs, configs = {}, {}
+    for b in ("grpo", "gspo", "dapo", "cispo"):
+        runs[b], runs[f"{b}_hadw"] = histories(base), histories(worse)
+        configs[b] = configs[f"{b}_hadw"] = [{"train": {"steps": 20, "minibatches": 4}}] * 3
+    for n in ("grpo", "grpo_hadw"):
+        runs[f"{n},on-policy-200"] = histories(base if n == "grpo" else worse)
+        configs[f"{n},on-policy-200"] = [{"train": {"steps": 20, "minibatches": 1}}] * 3
+    rows = assess_a(Runs("a", runs, configs=configs))
+    assert rows[0].note.startswith("At step 20 with 4 minibatches per step; in the default run (on-policy, 20 steps) "
+                                   "HA-DW gives grpo ")
+    assert rows[-1].claim == "HA-DW improves grpo in the default run (on-policy, 20 steps)"
+    # without configs (runs from before configs were read): the steps the runs logged
+    assert Runs("a", runs).setting("grpo,on-policy-200", "train.steps") == 3

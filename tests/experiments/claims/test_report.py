@@ -91,6 +91,10 @@ def test_report_of_a_tiny_claims_run(tmp_path):
     assert runs.histograms == {} and load_experiment(tmp_path / "runs" / "a").histograms["grpo_hadw"]  # trainer run
     rows = build(tmp_path / "runs", tmp_path / "report")
     assert [r.experiment for r in rows] == ["a"] * 6 + ["e"] * 5
+    # labels from the runs' own configs: train.steps=5 wins over the suite's 100 and 200
+    assert load_experiment(tmp_path / "runs" / "a").setting("grpo,on-policy-200", "train.steps") == 5
+    assert "HA-DW improves grpo in the default run (on-policy, 5 steps)" in [r.claim for r in rows]
+    assert not any("200 steps" in r.claim + r.note or "step 100" in r.note for r in rows)
     run_experiments(["e"], str(tmp_path / "runs"), workers=1, seeds=2, extra=(*extra, "train.steps=2"))  # replaces e's runs
     assert [len(h) for h in load_experiment(tmp_path / "runs" / "e").histories["grpo"]] == [2, 2]
     names = {p.name for p in (tmp_path / "report").glob("*.png")}

@@ -29,7 +29,8 @@ def test_a_missing_file_names_the_checkouts_data_folder_from_another_directory(t
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         f"error: env.path: no such file {data / 'nope.jsonl'} (data folder {data.resolve()}: env.data_dir, else the "
         "RLVR_DATA_DIR environment variable, else ../shared/data beside the project checkout); point one of them at "
-        "the folder holding the benchmark JSONL files, or give an absolute path"]
+        "the folder holding the benchmark JSONL files, or give an absolute path (a .jsonl or .parquet file, or a datasets "
+        "folder)"]
     assert not (tmp_path / "runs").exists()
 
 

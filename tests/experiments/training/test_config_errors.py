@@ -7,9 +7,9 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow  # subprocess runs: python -m pytest -m 'not slow' skips them
 
-TRAIN_FIELDS = ("checkpoint_every, eval_every, group_size, keep_checkpoints, log_dir, max_skipped_in_a_row, "
-                "micro_batch_size, minibatches, on_nonfinite, ppo_epochs, progress, prompts_per_step, run_name, "
-                "samples_every, samples_shown, steps")
+TRAIN_FIELDS = ("checkpoint_every, eval_every, group_size, keep_checkpoints, log_dir, loggers, "
+                "max_skipped_in_a_row, micro_batch_size, minibatches, on_nonfinite, ppo_epochs, progress, "
+                "prompts_per_step, run_name, samples_every, samples_shown, steps")
 
 CASES = {
     "scalar-for-beta": (["env.beta=0.5"], "env.beta: a list is expected (e.g. env.beta=[1.0,1.0]), got 0.5"),

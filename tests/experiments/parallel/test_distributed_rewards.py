@@ -3,7 +3,6 @@ values are gathered with the rewards (reward/<name> over every process's complet
 kept equal), and a function failing on one process stops both after the same collective."""
 
 import json
-import os
 import re
 
 import pytest

@@ -23,6 +23,14 @@ def run_cli(*args: str, module: str = "experiments.run", timeout: float = 300) -
                           capture_output=True, text=True, timeout=timeout)
 
 
+def one_error_line(err: str) -> str:
+    """The stderr of a refused run: exactly one ``error:`` line and no traceback."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 @pytest.fixture
 def make_cfg():
     return compose

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import run_cli
-from tests.experiments.training.test_faults import one_error_line
+from tests.conftest import one_error_line
 
 GOOD = [json.dumps({"problem": f"What is {i} + 1?", "answer": str(i + 1)}) for i in range(12)]
 

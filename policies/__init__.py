@@ -9,6 +9,7 @@ from policies import hf  # noqa: F401  (registers "hf")
 from policies.hf import tiny  # noqa: F401  (registers "tiny-qwen3")
 from policies.base import Policy, PromptBatch, Rollout
 from policies.registry import POLICIES
+from policies.loglinear import LogLinearPolicy  # registers "loglinear"
 from policies.tabular import TabularParams, TabularPolicy
 
-__all__ = ["POLICIES", "Policy", "PromptBatch", "Rollout", "TabularParams", "TabularPolicy"]
+__all__ = ["LogLinearPolicy", "POLICIES", "Policy", "PromptBatch", "Rollout", "TabularParams", "TabularPolicy"]

@@ -14,7 +14,7 @@ import torch
 
 from algorithms import Algorithm, ConfigError, build_algorithm
 
-BATCHED_POLICIES = ("tabular",)
+BATCHED_POLICIES = ("tabular", "loglinear")  # the policies over an answer table (AnswerTablePolicy)
 # Config fields that may differ between the runs of one batch (everything else must match).
 PER_RUN_FIELDS = {"": ("seed", "algo", "reweight", "resume", "arena"), "env": ("seed",),
                   "optim": ("lr", "weight_decay", "max_grad_norm"),
@@ -39,7 +39,7 @@ def unbatchable_reason(cfg: dict) -> str | None:
     """Why this run cannot be batched, or None."""
     policy = cfg.get("policy", {}).get("name")
     if policy not in BATCHED_POLICIES:
-        return f"policy {policy!r}: the batched simulator runs the tabular policy only"
+        return f"policy {policy!r}: the batched simulator runs the tabular policies only ({', '.join(BATCHED_POLICIES)})"
     if cfg.get("train", {}).get("on_nonfinite") == "skip":
         return "train.on_nonfinite=skip: the batched simulator stops at a non-finite update, it cannot drop one run's"
     rewards, weights = cfg.get("env", {}).get("rewards"), cfg.get("env", {}).get("reward_weights")

@@ -1,6 +1,6 @@
 """The batched simulator: R tabular runs as one set of tensors, one step for all of them.
 
-    logits [R, N, K] -> prompts [R, P] -> answers [R, P, G] -> rewards [R, P, G]
+    weights [R, ...] -> logits [R, N, K] -> prompts [R, P] -> answers [R, P, G] -> rewards [R, P, G]
       -> per algorithm group: shaping, advantage, reweighter on [R_g, P, G] (state [R_g])
       -> per epoch / minibatch: logp [R, b, 1] -> vmap(loss + KL + aggregation) -> [R]
          -> sum -> backward -> per-run clipping -> per-run Adam / SGD step
@@ -11,14 +11,16 @@ the same way, and tasks, initial logits, algorithms and optimizer settings are e
 single run's. The algorithm stages are the registered ones, called on tensors with a
 leading run dimension (advantages, reweighters, metrics) or under ``torch.vmap``
 (``Algorithm.objective``: loss, KL and aggregation, defined on [B, T]); no stage is
-re-implemented here.
+re-implemented here. The logits are the policy's own ``logit_table`` of the runs' stacked
+weights (the tabular policy: the table itself; the log-linear one: per-prompt terms and shared
+skill scores), so any ``AnswerTablePolicy`` runs here.
 
 Runs may differ in seed, bank content, algorithm, reweighter and their hyperparameters,
 learning rate, weight decay and max_grad_norm. They must share the env, the shapes
 (N, K, P, G), steps, epochs, minibatches and optimizer kind (``batch_key``). Runs with the
 same algo + reweight config form a *group*: its stages run once on the group's slice.
 
-Not batched (``NotBatchable``): non-tabular policies, reward functions other than the verifier
+Not batched (``NotBatchable``): policies without an answer table (language models), reward functions other than the verifier
 (``env.rewards``), and filters that drop groups (DAPO's
 dynamic sampling: runs would differ in batch size and sampling rounds); ``run_sweep``
 sends such runs to worker processes as single runs. Batched runs keep no checkpoints.
@@ -47,7 +49,7 @@ from experiments.sim.batchable import NotBatchable, check_batchable
 from experiments.sim.draws import DRAWS, RunDraws, TrainerDraws
 from experiments.sim.history import History
 from experiments.sim.per_run_optim import RunOptimizer, clip_per_run
-from policies.tabular import TabularPolicy
+from policies.tabular import AnswerTablePolicy
 
 @attrs.frozen
 class MicroBatch:
@@ -110,21 +112,24 @@ class BatchedSimulator:
         run_dirs = run_dirs or [Path(c["train"]["log_dir"]) / f"batched-{i}" for i, c in enumerate(configs)]
         self.trainers = [build_trainer(c, d) for c, d in zip(configs, run_dirs)]  # validates every run
         for i, t in enumerate(self.trainers):
-            if not isinstance(t.policy, TabularPolicy) or not hasattr(t.task, "correct"):
-                raise NotBatchable(f"run {i}: the batched simulator needs the tabular policy and a task with a correct-answer table")
+            if not isinstance(t.policy, AnswerTablePolicy) or not hasattr(t.task, "correct"):
+                raise NotBatchable(f"run {i}: the batched simulator needs a tabular policy and a task with a correct-answer table")
+        self.policy = check_fixed_tensors([t.policy for t in self.trainers])  # its logit_table serves every run
         # the verifier's reward, logged as reward/verifier as the trainer does (none for the bandit)
         self.reward_names = [f.name for f in getattr(self.trainers[0].task, "reward_functions", ())]
         self.params = self.trainers[0].params  # shared: steps, P, G, epochs, minibatches
-        self.logits = torch.stack([t.policy.logits.detach() for t in self.trainers]).requires_grad_(True)  # (R, N, K)
+        self.weights = {name: torch.stack([t.policy.weights()[name].detach() for t in self.trainers]).requires_grad_(True)
+                        for name in self.policy.weights()}  # name -> (R, ...): tabular: logits (R, N, K)
         self.ref_logits = torch.stack([t.policy.ref_logits for t in self.trainers])  # (R, N, K)
         self.bank = stack_tasks([t.task for t in self.trainers])  # the R tasks as one, tensors (R, ...)
         self.correct = self.bank.correct.float()  # (R, N, K): 1 where correct
         self.buckets = self.bank.buckets  # (R, N)
-        self.optimizer = RunOptimizer(self.logits, [build_params(OptimParams, c["optim"], "optim") for c in configs])
+        optim = [build_params(OptimParams, c["optim"], "optim") for c in configs]
+        self.optimizers = [RunOptimizer(w, optim) for w in self.weights.values()]  # Adam is per tensor, as torch's
         norms = [t.max_grad_norm for t in self.trainers]
         self.max_norm = None if all(n is None for n in norms) else torch.tensor([math.inf if n is None else n for n in norms])
         self.groups = make_groups(configs, self.trainers)
-        num_prompts, p = self.logits.shape[1], self.params.prompts_per_step
+        num_prompts, p = self.ref_logits.shape[1], self.params.prompts_per_step
         self.draws = (TrainerDraws(self.trainers, p) if draws == "trainer" else
                       RunDraws([c["seed"] for c in configs], num_prompts, p, shuffle=self.params.minibatches > 1))
         self.exact = draws == "trainer" if exact is None else exact
@@ -137,7 +142,12 @@ class BatchedSimulator:
 
     @property
     def num_runs(self) -> int:
-        return self.logits.shape[0]
+        return self.ref_logits.shape[0]
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """[R, N, K] every run's logit table, with grad (tabular: the weights themselves)."""
+        return self.policy.logit_table(self.weights)
 
     # ------------------------------------------------------------ one step
     def train_step(self) -> None:
@@ -212,10 +222,13 @@ class BatchedSimulator:
                     total = total + loss.sum()
                     for k, v in stats.items():
                         out.setdefault(f"loss/{k}", []).append(v.detach())
-                self.logits.grad = None
+                for w in self.weights.values():
+                    w.grad = None
                 total.backward()  # each run's gradient is its own: runs share no parameters
-                grad_norm = clip_per_run(self.logits.grad, self.max_norm)  # (R,)
-                self.optimizer.step(self.logits.grad)
+                grads = [w.grad for w in self.weights.values()]
+                grad_norm = clip_per_run(grads, self.max_norm)  # (R,)
+                for optimizer, grad in zip(self.optimizers, grads):
+                    optimizer.step(grad)
                 for grp, out in zip(self.groups, collected):
                     out.setdefault(M.GRAD_NORM, []).append(grp.take(grad_norm))
                     out.setdefault(M.SKIPPED_UPDATES, []).append((~torch.isfinite(grp.take(grad_norm))).float())
@@ -225,7 +238,7 @@ class BatchedSimulator:
     def check_finite(self, loss_stats: list[dict[str, torch.Tensor]]) -> None:
         """The Trainer's ``on_nonfinite=stop``, per run (one host sync): a non-finite loss,
         gradient norm or weight stops every run, naming the first such run."""
-        bad = ~torch.isfinite(self.logits.detach()).flatten(1).all(1)  # (R,)
+        bad = ~torch.stack([torch.isfinite(w.detach()).flatten(1).all(1) for w in self.weights.values()]).all(0)  # (R,)
         for grp, stats in zip(self.groups, loss_stats):
             for key in (M.LOSS, M.GRAD_NORM):
                 bad[grp.runs] |= ~torch.isfinite(stats[key])
@@ -236,20 +249,21 @@ class BatchedSimulator:
 
     @torch.no_grad()
     def log_softmax(self) -> torch.Tensor:
-        """[R, N, K] log pi(answer | prompt) of every run, no grad (rows are the tabular policy's)."""
+        """[R, N, K] log pi(answer | prompt) of every run, no grad (rows are the policy's)."""
         return torch.log_softmax(self.logits, dim=-1)
 
     def logprobs(self, ids: torch.Tensor | None, answers: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         """[R, b, 1] log-probabilities of the responses ``index`` [R, b] (None: all B, in order)."""
         runs, p, g = answers.shape
+        table = self.logits  # (R, N, K) with grad
         if not self.exact:  # one log-softmax per prompt, then its G answers
-            return pick(torch.log_softmax(rows(self.logits, ids), -1).gather(-1, answers).reshape(runs, p * g, 1), index)
+            return pick(torch.log_softmax(rows(table, ids), -1).gather(-1, answers).reshape(runs, p * g, 1), index)
         ids = torch.arange(p).expand(runs, p) if ids is None else ids
         prompt = ids.repeat_interleave(g, dim=1)  # (R, B): the Trainer's per-response rows, minibatch order
         answer = answers.reshape(runs, p * g)
         if index is not None:
             prompt, answer = prompt.gather(1, index), answer.gather(1, index)
-        return torch.log_softmax(self.logits[self.run_index, prompt], -1).gather(-1, answer[..., None])
+        return torch.log_softmax(table[self.run_index, prompt], -1).gather(-1, answer[..., None])
 
     # ------------------------------------------------------------ metrics
     def record(self, before: dict, per_group: list[dict], after: dict) -> None:
@@ -299,6 +313,17 @@ class TableView:
         if prompt_ids is not None:
             raise NotImplementedError("the batched simulator reads whole tables")
         return self._probs
+
+
+def check_fixed_tensors(policies: list[AnswerTablePolicy]) -> AnswerTablePolicy:
+    """The first policy, once every run's fixed tensors (buffers other than the KL reference,
+    e.g. the log-linear skill mixture) are equal to its: its ``logit_table`` then serves all."""
+    first = dict(policies[0].named_buffers())
+    for i, policy in enumerate(policies[1:], start=1):
+        for name, value in policy.named_buffers():
+            if name != "ref_logits" and not torch.equal(value, first[name]):
+                raise NotBatchable(f"run {i}: policy tensor {name!r} differs from run 0's; runs of one batch share it")
+    return policies[0]
 
 
 def stack_tasks(tasks: list) -> object:

@@ -71,11 +71,15 @@ class RunOptimizer:
         return state
 
 
-def clip_per_run(grad: torch.Tensor, max_norm: torch.Tensor | None) -> torch.Tensor:
-    """Clip each run's gradient ``grad`` [R, ...] in place to its ``max_norm`` [R] (inf: no
-    clipping; None: no run clips); returns the norms before clipping [R]."""
-    norms = torch.linalg.vector_norm(grad.reshape(grad.shape[0], -1), dim=1)  # (R,)
+def clip_per_run(grads: torch.Tensor | list[torch.Tensor], max_norm: torch.Tensor | None) -> torch.Tensor:
+    """Clip each run's gradient, ``grads`` [R, ...] (or several such tensors together), in place to its
+    ``max_norm`` [R] (inf: no clipping; None: no run clips); returns the norms before clipping
+    [R]. Several tensors: the norm of their norms, as ``clip_grad_norm_`` over several parameters."""
+    grads = [grads] if torch.is_tensor(grads) else grads
+    norms = torch.stack([torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1) for g in grads])  # (n, R)
+    norms = norms[0] if len(grads) == 1 else torch.linalg.vector_norm(norms, dim=0)  # (R,)
     if max_norm is not None:
         coef = torch.clamp(max_norm / (norms + 1e-6), max=1.0)  # torch's clip_grad_norm_ formula
-        grad.mul_(coef.view(-1, *([1] * (grad.dim() - 1))))
+        for grad in grads:
+            grad.mul_(coef.view(-1, *([1] * (grad.dim() - 1))))
     return norms

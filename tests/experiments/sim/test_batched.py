@@ -62,7 +62,7 @@ def assert_same_as_single_runs(cfgs, **kwargs):
             assert list(mine) == list(theirs), f"run {i} step {step}: tags differ"
             bad = {k: (mine[k], theirs[k]) for k in theirs if not close(mine[k], theirs[k])}
             assert not bad, f"run {i} step {step}: {bad}"
-        want = trainer.policy.logits.detach()
+        want = trainer.policy.logit_table().detach()
         assert torch.allclose(sim.logits[i].detach(), want, rtol=1e-6, atol=1e-6), f"run {i}: final logits differ"
     return histories
 

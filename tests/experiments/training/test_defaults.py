@@ -60,7 +60,7 @@ def sections():
     for path in sorted((CONF / "reweight").glob("*.yaml")):
         cfg = load(f"reweight/{path.name}")
         yield f"reweight/{path.stem}", cfg, REWEIGHTERS.entry(cfg["name"]).params
-    for name in ("tabular", "hf"):  # the backends' own presets
+    for name in ("tabular", "loglinear", "hf"):  # the backends' own presets
         cfg = load(f"policy/{name}.yaml")["policy"]
         yield f"policy/{name}", cfg, POLICIES.entry(cfg["name"]).params
 

@@ -127,8 +127,8 @@ def passk_advantage(rewards: torch.Tensor, *, k: int) -> torch.Tensor:
     if correct, else the pass@(k-1) estimate of the others, PKPO's transformed reward times G/k)
     and b_i the unbiased pass@k estimate of the other G - 1 responses (pass@(G-1) at k = G).
 
-    b_i never sees response i, so E[A | r] = k (1 - p)^(k-1) (r - p): the exact pass@k
-    gradient's advantage. k = 1 is RLOO; k = G gives G (r_max - r_second) to the best response
+    b_i never sees response i, so E[A | r] = k (1 - p)^(k-1) (r - p) (k = G: up to a constant):
+    the exact pass@k gradient's advantage. k = 1 is RLOO; k = G gives G (r_max - r_second) to the best response
     alone, which is verl's ``grpo_passk`` (arXiv:2503.19595, without its std division) times G.
     Continuous rewards: PKPO's max@k. A group smaller than k (unscorable responses dropped)
     uses k = its size."""
@@ -153,9 +153,11 @@ def maxrl_advantage(rewards: torch.Tensor, *, eps: float) -> torch.Tensor:
     """MaxRL (Tajwar et al. 2026, "Maximum Likelihood Reinforcement Learning", arXiv:2602.02710):
     (r - p_hat) / p_hat, GRPO with the group mean in place of the std, on groups with p_hat > 0.
 
-    The paper's estimator: the mean score over a group's successes, unbiased for the gradient
-    of sum_{k=1..G} pass@k / k, the order-G truncation of log p (maximum likelihood); hard
-    prompts weigh ~1/p. Rewards in [0, 1] (binary in the paper)."""
+    Its G r / c part (c successes: the mean score over a group's successes) is unbiased for the
+    gradient of sum_{k=1..G} pass@k / k, the order-G truncation of log p (maximum likelihood);
+    hard prompts weigh ~1/p. The -1 is a baseline only on solved groups, which shifts the gap
+    E[A | r=1] - E[A | r=0] by -(1 - p)^(G-1) (algorithms.theory_estimators). Rewards in [0, 1]
+    (binary in the paper)."""
     mean = rewards.mean(dim=-1, keepdim=True)  # (..., P, 1)
     solved = mean > eps
     adv = torch.where(solved, (rewards - mean) / torch.where(solved, mean, torch.ones_like(mean)), 0.0)

@@ -24,6 +24,7 @@ from tqdm import tqdm  # noqa: E402
 import attrs  # noqa: E402
 
 from algorithms import theory as T  # noqa: E402
+from algorithms import theory_estimators as TE  # noqa: E402
 from algorithms.registry import integer  # noqa: E402
 from experiments.cli import parse_args  # noqa: E402
 
@@ -161,6 +162,36 @@ def figure_fixes(out: Path, g: int = 8, anchor: float = 0.5) -> str:
                               "A-GRAE, for correct and wrong answers (table: where each reduces |bias|).")
 
 
+ESTIMATORS = {"group_mean (Dr.GRPO)": ("group_mean", {}), "rloo": ("rloo", {}),
+              "optimal_baseline kappa=0.5": ("optimal_baseline", {"kappa": 0.5}),
+              "passk k=2 (vs its pass@2 target)": ("passk", {"k": 2}), "maxrl (vs its target)": ("maxrl", {}),
+              "reinforce_pp": ("reinforce_pp", {}), "shrinkage": ("shrinkage", {})}
+BATCH_OTHERS = (0.2, 0.5, 0.8)
+
+
+def figure_estimators(out: Path, g: int = 8) -> str:
+    ps = np.linspace(0.01, 0.99, 99)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    rows = []
+    for label, (name, params) in ESTIMATORS.items():
+        target = "own" if name in ("passk", "maxrl") else "pass@1"
+        others = BATCH_OTHERS if name in TE.BATCH_ESTIMATORS else ()
+        for ax, reward in zip(axes, (1, 0)):
+            bias = TE.estimator_bias(name, ps, g, reward, others=others, target=target, **params)
+            ax.plot(ps, bias, label=label, lw=2.2 if name == "group_mean" else 1.2, color="k" if name == "group_mean" else None,
+                    ls="--" if others else "-")
+            rows += [[name, reward, f"{p:.2f}", f"{b:.6f}"] for p, b in zip(ps, bias)]
+    for ax, what in zip(axes, ("correct responses (r = 1)", "wrong responses (r = 0)")):
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set(xlabel="success rate p", ylabel="E[A_hat | S, r] - A", title=f"{what}, G = {g}")
+    axes[0].legend(fontsize=7)
+    save_figure(fig, out / "estimators_bias.png")
+    write_csv(out / "estimators_bias.csv", ["estimator", "reward", "p", "bias"], rows)
+    return ("estimators_bias.png", f"Exact E[A_hat | S, r] - A of each advantage estimator, G = {g}, A = r - p (passk: "
+                                   "k (1-p)^(k-1) (r - p), maxrl: (1 - (1-p)^G)(r - p)/p); dashed: batch estimators, this "
+                                   f"prompt in a batch with prompts of success rates {BATCH_OTHERS}.")
+
+
 def figure_rare_mode(out: Path, mc_groups: int, seed: int, mu: float = 0.6) -> str:
     ns = np.arange(1, 65)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -204,6 +235,7 @@ def main(argv: list[str] | None = None) -> Path:
         lambda: figure_tail(out),
         lambda: figure_nonbinary(out, args.mc_groups, args.seed),
         lambda: figure_fixes(out),
+        lambda: figure_estimators(out),
         lambda: figure_rare_mode(out, args.mc_groups, args.seed),
     ]
     figures, corollary = [], ""

@@ -38,7 +38,7 @@ MAX_BATCHES = 200_000
 EDGE = 1e-12
 
 
-def pass_at_k(n: int, c, k: int):
+def pkpo_rho(n: int, c, k: int):
     """PKPO's unbiased pass@k estimate from n samples with c correct: 1 - C(n - c, k) / C(n, k)."""
     if k == 0:
         return np.zeros_like(np.asarray(c, dtype=np.float64))
@@ -57,8 +57,8 @@ def closed_form_advantage(name: str, r: int, others: np.ndarray, g: int, **param
         return r - others / (g - 1)
     if name == "passk":
         k = params["k"]
-        s = k * (1.0 if r else pass_at_k(g - 1, others, k - 1))
-        return s - k * pass_at_k(g - 1, others, min(k, g - 1))
+        s = k * (1.0 if r else pkpo_rho(g - 1, others, k - 1))
+        return s - k * pkpo_rho(g - 1, others, min(k, g - 1))
     if name == "maxrl":
         return g * r / c - 1.0
     if name == "optimal_baseline":

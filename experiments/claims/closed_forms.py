@@ -132,6 +132,16 @@ def figure_nonbinary(out: Path, mc_groups: int, seed: int) -> str:
                                   "pattern as the binary case once near-uniform groups are excluded.")
 
 
+def save_reward_panels(fig, axes, out: Path, name: str, ylabel: str, title: str, header: list[str], rows) -> None:
+    """The two panels (r = 1, r = 0) of a bias-vs-p figure: labels, legend, PNG and CSV."""
+    for ax, what in zip(axes, ("correct responses (r = 1)", "wrong responses (r = 0)")):
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set(xlabel="success rate p", ylabel=ylabel, title=f"{what}, {title}")
+    axes[0].legend(fontsize=7)
+    save_figure(fig, out / f"{name}.png")
+    write_csv(out / f"{name}.csv", header, rows)
+
+
 def figure_fixes(out: Path, g: int = 8, anchor: float = 0.5) -> str:
     fixes = {"GRPO (no reweighting)": None}
     fixes.update({f"HA-DW lambda={lam}": T.HADWFix(anchor=anchor, lambda_scale=lam) for lam in (1.0, 1.3, 1.5, 2.0)})
@@ -145,12 +155,8 @@ def figure_fixes(out: Path, g: int = 8, anchor: float = 0.5) -> str:
             bias = T.corrected_bias(ps, g, reward, fix)
             ax.plot(ps, bias, label=label, lw=2.2 if fix is None else 1.2, color="k" if fix is None else None)
             rows += [[label, reward, f"{p:.2f}", f"{b:.6f}"] for p, b in zip(ps, bias)]
-    for ax, what in zip(axes, ("correct responses (r = 1)", "wrong responses (r = 0)")):
-        ax.axhline(0, color="gray", lw=0.8)
-        ax.set(xlabel="success rate p", ylabel="E[reweighted A_hat | S] - A", title=f"{what}, G = {g}, anchor C = {anchor}")
-    axes[0].legend(fontsize=7)
-    save_figure(fig, out / "fixes_bias.png")
-    write_csv(out / "fixes_bias.csv", ["method", "reward", "p", "bias"], rows)
+    save_reward_panels(fig, axes, out, "fixes_bias", "E[reweighted A_hat | S] - A", f"G = {g}, anchor C = {anchor}",
+                       ["method", "reward", "p", "bias"], rows)
     # where each fix reduces |bias| relative to GRPO, on both reward outcomes
     base = {r: np.abs(T.corrected_bias(ps, g, r)) for r in (0, 1)}
     summary = ["| method | share of p in (0, 1) where abs(bias) shrinks, r = 1 | same, r = 0 |", "|---|---|---|"]
@@ -181,12 +187,8 @@ def figure_estimators(out: Path, g: int = 8) -> str:
             ax.plot(ps, bias, label=label, lw=2.2 if name == "group_mean" else 1.2, color="k" if name == "group_mean" else None,
                     ls="--" if others else "-")
             rows += [[name, reward, f"{p:.2f}", f"{b:.6f}"] for p, b in zip(ps, bias)]
-    for ax, what in zip(axes, ("correct responses (r = 1)", "wrong responses (r = 0)")):
-        ax.axhline(0, color="gray", lw=0.8)
-        ax.set(xlabel="success rate p", ylabel="E[A_hat | S, r] - A", title=f"{what}, G = {g}")
-    axes[0].legend(fontsize=7)
-    save_figure(fig, out / "estimators_bias.png")
-    write_csv(out / "estimators_bias.csv", ["estimator", "reward", "p", "bias"], rows)
+    save_reward_panels(fig, axes, out, "estimators_bias", "E[A_hat | S, r] - A", f"G = {g}",
+                       ["estimator", "reward", "p", "bias"], rows)
     return ("estimators_bias.png", f"Exact E[A_hat | S, r] - A of each advantage estimator, G = {g}, A = r - p (passk: "
                                    "k (1-p)^(k-1) (r - p), maxrl: (1 - (1-p)^G)(r - p)/p); dashed: batch estimators, this "
                                    f"prompt in a batch with prompts of success rates {BATCH_OTHERS}.")

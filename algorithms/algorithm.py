@@ -139,12 +139,14 @@ def algorithm_label(algo_cfg: Mapping[str, Any], reweight_cfg: Mapping[str, Any]
     return algo_cfg["name"] if reweight == "none" else f"{algo_cfg['name']}_{reweight}"
 
 
-def build_algorithm(algo_cfg: Mapping[str, Any], reweight_cfg: Mapping[str, Any] | None = None) -> Algorithm:
+def build_algorithm(algo_cfg: Mapping[str, Any], reweight_cfg: Mapping[str, Any] | None = None,
+                    group_size: int | None = None) -> Algorithm:
     """Build an ``Algorithm`` from plain mappings (e.g. Hydra's ``cfg.algo`` and ``cfg.reweight``).
 
     ``algo_cfg`` has ``name`` and one sub-mapping per stage (``advantage``, ``loss``,
     ``aggregation``; optionally ``filter``, ``shaping``, ``kl``, ``tis``), each with its own
-    ``name`` and hyperparameters.
+    ``name`` and hyperparameters. With ``group_size`` (G) an advantage whose parameters do not
+    fit groups of G (passk's k > G) is refused here.
     """
     algo_cfg = dict(algo_cfg)
     valid = REQUIRED_STAGES + tuple(OPTIONAL_STAGES) + META_KEYS
@@ -157,6 +159,8 @@ def build_algorithm(algo_cfg: Mapping[str, Any], reweight_cfg: Mapping[str, Any]
     stages = {**OPTIONAL_STAGES, **{k: v for k, v in algo_cfg.items() if k in OPTIONAL_STAGES and v is not None}}
     reweight_cfg = dict(reweight_cfg or {"name": "none"})
     check_compatible(algo_cfg)
+    if group_size is not None:
+        check_group_size(algo_cfg, group_size)
     return Algorithm(
         name=algorithm_label(algo_cfg, reweight_cfg),
         advantage=_tensor_input(ADVANTAGES.build(algo_cfg["advantage"], "algo.advantage")),
@@ -181,6 +185,15 @@ def check_compatible(algo_cfg: Mapping[str, Any]) -> None:
             "its token-form sequence ratio yields the sequence-level gradient only when each response's "
             "tokens are averaged (other aggregations weight responses by their length)"
         )
+
+
+def check_group_size(algo_cfg: Mapping[str, Any], group_size: int) -> None:
+    """Refuse an advantage estimator whose params do not fit groups of ``group_size`` (a params
+    class may define ``check_group_size(group_size, where)``, e.g. passk's 1 <= k <= G)."""
+    _, params = ADVANTAGES.make_params(algo_cfg["advantage"], "algo.advantage")
+    check = getattr(params, "check_group_size", None)
+    if check is not None:
+        check(group_size, "algo.advantage")
 
 
 def registries() -> dict[str, Any]:

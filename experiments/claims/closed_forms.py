@@ -24,6 +24,7 @@ from tqdm import tqdm  # noqa: E402
 import attrs  # noqa: E402
 
 from algorithms import theory as T  # noqa: E402
+from algorithms import theory_estimators as TE  # noqa: E402
 from algorithms.registry import integer  # noqa: E402
 from experiments.cli import parse_args  # noqa: E402
 
@@ -131,6 +132,16 @@ def figure_nonbinary(out: Path, mc_groups: int, seed: int) -> str:
                                   "pattern as the binary case once near-uniform groups are excluded.")
 
 
+def save_reward_panels(fig, axes, out: Path, name: str, ylabel: str, title: str, header: list[str], rows) -> None:
+    """The two panels (r = 1, r = 0) of a bias-vs-p figure: labels, legend, PNG and CSV."""
+    for ax, what in zip(axes, ("correct responses (r = 1)", "wrong responses (r = 0)")):
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set(xlabel="success rate p", ylabel=ylabel, title=f"{what}, {title}")
+    axes[0].legend(fontsize=7)
+    save_figure(fig, out / f"{name}.png")
+    write_csv(out / f"{name}.csv", header, rows)
+
+
 def figure_fixes(out: Path, g: int = 8, anchor: float = 0.5) -> str:
     fixes = {"GRPO (no reweighting)": None}
     fixes.update({f"HA-DW lambda={lam}": T.HADWFix(anchor=anchor, lambda_scale=lam) for lam in (1.0, 1.3, 1.5, 2.0)})
@@ -144,12 +155,8 @@ def figure_fixes(out: Path, g: int = 8, anchor: float = 0.5) -> str:
             bias = T.corrected_bias(ps, g, reward, fix)
             ax.plot(ps, bias, label=label, lw=2.2 if fix is None else 1.2, color="k" if fix is None else None)
             rows += [[label, reward, f"{p:.2f}", f"{b:.6f}"] for p, b in zip(ps, bias)]
-    for ax, what in zip(axes, ("correct responses (r = 1)", "wrong responses (r = 0)")):
-        ax.axhline(0, color="gray", lw=0.8)
-        ax.set(xlabel="success rate p", ylabel="E[reweighted A_hat | S] - A", title=f"{what}, G = {g}, anchor C = {anchor}")
-    axes[0].legend(fontsize=7)
-    save_figure(fig, out / "fixes_bias.png")
-    write_csv(out / "fixes_bias.csv", ["method", "reward", "p", "bias"], rows)
+    save_reward_panels(fig, axes, out, "fixes_bias", "E[reweighted A_hat | S] - A", f"G = {g}, anchor C = {anchor}",
+                       ["method", "reward", "p", "bias"], rows)
     # where each fix reduces |bias| relative to GRPO, on both reward outcomes
     base = {r: np.abs(T.corrected_bias(ps, g, r)) for r in (0, 1)}
     summary = ["| method | share of p in (0, 1) where abs(bias) shrinks, r = 1 | same, r = 0 |", "|---|---|---|"]
@@ -159,6 +166,32 @@ def figure_fixes(out: Path, g: int = 8, anchor: float = 0.5) -> str:
     (out / "fixes_summary.md").write_text("\n".join(summary) + "\n")
     return ("fixes_bias.png", "Exact E[reweighted A_hat | S] - A for HA-DW (anchor 0.5, four lambdas), F-GRPO and "
                               "A-GRAE, for correct and wrong answers (table: where each reduces |bias|).")
+
+
+ESTIMATORS = {"group_mean (Dr.GRPO)": ("group_mean", {}), "rloo": ("rloo", {}),
+              "optimal_baseline kappa=0.5": ("optimal_baseline", {"kappa": 0.5}),
+              "passk k=2 (vs its pass@2 target)": ("passk", {"k": 2}), "maxrl (vs its target)": ("maxrl", {}),
+              "reinforce_pp": ("reinforce_pp", {}), "shrinkage": ("shrinkage", {})}
+BATCH_OTHERS = (0.2, 0.5, 0.8)
+
+
+def figure_estimators(out: Path, g: int = 8) -> str:
+    ps = np.linspace(0.01, 0.99, 99)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    rows = []
+    for label, (name, params) in ESTIMATORS.items():
+        target = "own" if name in ("passk", "maxrl") else "pass@1"
+        others = BATCH_OTHERS if name in TE.BATCH_ESTIMATORS else ()
+        for ax, reward in zip(axes, (1, 0)):
+            bias = TE.estimator_bias(name, ps, g, reward, others=others, target=target, **params)
+            ax.plot(ps, bias, label=label, lw=2.2 if name == "group_mean" else 1.2, color="k" if name == "group_mean" else None,
+                    ls="--" if others else "-")
+            rows += [[name, reward, f"{p:.2f}", f"{b:.6f}"] for p, b in zip(ps, bias)]
+    save_reward_panels(fig, axes, out, "estimators_bias", "E[A_hat | S, r] - A", f"G = {g}",
+                       ["estimator", "reward", "p", "bias"], rows)
+    return ("estimators_bias.png", f"Exact E[A_hat | S, r] - A of each advantage estimator, G = {g}, A = r - p (passk: "
+                                   "k (1-p)^(k-1) (r - p), maxrl: (1 - (1-p)^G)(r - p)/p); dashed: batch estimators, this "
+                                   f"prompt in a batch with prompts of success rates {BATCH_OTHERS}.")
 
 
 def figure_rare_mode(out: Path, mc_groups: int, seed: int, mu: float = 0.6) -> str:
@@ -204,6 +237,7 @@ def main(argv: list[str] | None = None) -> Path:
         lambda: figure_tail(out),
         lambda: figure_nonbinary(out, args.mc_groups, args.seed),
         lambda: figure_fixes(out),
+        lambda: figure_estimators(out),
         lambda: figure_rare_mode(out, args.mc_groups, args.seed),
     ]
     figures, corollary = [], ""

@@ -92,7 +92,7 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path, logger=None,
     entry, env_params = TASKS.make_params(cfg["env"], "env")
     task = entry.target(env_params, seed=seed)
     check_prompts_per_step(train, task, entry.name)
-    algorithm = build_algorithm(cfg["algo"], cfg.get("reweight"))
+    algorithm = build_algorithm(cfg["algo"], cfg.get("reweight"), train.group_size)
     # The policy keeps a frozen reference (or knows to switch its adapter off) only with a KL penalty.
     policy = POLICIES.build(cfg["policy"], "policy")(task, algorithm.kl_beta > 0)
     if hasattr(task, "fit_context"):  # prompts over the model's context: refused (or dropped), nothing written yet

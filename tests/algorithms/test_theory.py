@@ -152,7 +152,7 @@ def test_theory_cli_writes_figures_and_report(tmp_path):
     out = main([f"out={tmp_path / 'th'}", "mc_groups=20000"])
     names = {p.name for p in out.iterdir()}
     for fig in ("bias_vs_p.png", "corollary1.png", "tail_probability.png", "nonbinary_bias.png", "fixes_bias.png",
-                "rare_mode_miss.png"):
+                "rare_mode_miss.png", "estimators_bias.png"):
         assert fig in names and (out / fig).stat().st_size > 10_000
         assert f"`{fig}`:" in (out / "report.md").read_text()
     rows = (out / "corollary1.csv").read_text().splitlines()

@@ -91,7 +91,19 @@ class Registry:
             raise ConfigError(f"{where}.name: missing; valid: {', '.join(self.names())}")
         entry = self.entry(name, where)
         custom = getattr(entry.params, "from_config", None)  # a params class that reads its config itself
+        if custom is None:
+            self._check_foreign_fields(entry, cfg, where)
         return entry, (custom(cfg, where) if custom is not None else build_params(entry.params, cfg, where))
+
+    def _check_foreign_fields(self, entry: Entry, cfg: Mapping[str, Any], where: str) -> None:
+        """A field of another stage left by a preset after ``WHERE.name=`` changed (``algo=grpo
+        algo.advantage.name=rloo`` keeps grpo's ``eps``): say so and how to drop it."""
+        known = {f.name for f in attrs.fields(entry.params)}
+        for key in sorted(set(cfg) - known):
+            owners = sorted(e.name for e in self._entries.values() if key in {f.name for f in attrs.fields(e.params)})
+            if owners:
+                raise ConfigError(f"{unknown_field(where, key, known)}; {entry.name} does not take it "
+                                  f"({', '.join(owners)} do): drop the preset's value with ~{where}.{key}")
 
     def build(self, cfg: Mapping[str, Any], where: str | None = None):
         """Return the bound stage: ``partial(fn, **params)`` or ``Class(params)``."""

@@ -106,3 +106,19 @@ def test_defaults_are_shown_as_values_and_required_fields_as_required():
     assert ("A problem file as a training task: a JSONL benchmark (MATH500, GSM8K, AIME, AMC, Minerva, OlympiadBench), "
             "any file in those formats, or any JSONL / Parquet / datasets folder with ``env.columns`` "
             "(``rlvr_env.sources.load_problems``: checked, exact duplicates dropped).") in text
+
+
+def test_a_field_of_another_stage_says_how_to_drop_it():
+    """``algo=grpo algo.advantage.name=rloo``: grpo's preset still sets group_norm's eps."""
+    from algorithms.advantages import ADVANTAGES
+
+    with pytest.raises(ConfigError) as info:
+        ADVANTAGES.make_params({"name": "rloo", "eps": 1e-6}, "algo.advantage")
+    owners = sorted(name for name in ADVANTAGES.names()
+                    if "eps" in {f.name for f in attrs.fields(ADVANTAGES.entry(name).params)})
+    assert "group_norm" in owners and "rloo" not in owners
+    assert str(info.value) == ("algo.advantage.eps: unknown field; valid fields: none; rloo does not take it "
+                               f"({', '.join(owners)} do): drop the preset's "
+                               "value with ~algo.advantage.eps")
+    with pytest.raises(ConfigError, match=r"unknown field; valid fields: eps; did you mean eps\?$"):
+        ADVANTAGES.make_params({"name": "group_norm", "epz": 1e-6}, "algo.advantage")  # a typo: no other owner

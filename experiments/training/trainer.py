@@ -289,7 +289,7 @@ class Trainer:
                     for key, v in stats.items():
                         collected.setdefault(f"loss/{key}", []).append(v.detach())
                 grad_norm = self.engine.step(self.max_grad_norm, loss)  # non-finite: not applied
-                collected.setdefault(M.LOSS, []).append(loss)
+                collected.setdefault(M.LOSS, []).append(loss.to(grad_norm.device))  # CPU zero where no rows here
                 collected.setdefault(M.GRAD_NORM, []).append(grad_norm)
                 collected.setdefault(M.SKIPPED_UPDATES, []).append((~torch.isfinite(grad_norm)).float())
         stats = {k: torch.stack(v).mean() for k, v in collected.items()}

@@ -24,7 +24,6 @@ from algorithms.optim import OptimParams, build_optimizer, build_scheduler
 from algorithms.registry import gt, integer
 from policies.files import atomic_folder
 from policies.hf.tiny.model import TINY_CONFIG, build_tiny_qwen3
-from rlvr_env.problems import in_held_out_split
 
 
 @attrs.frozen
@@ -55,7 +54,8 @@ def warm_start(base: Path, out: Path, params: WarmStartParams, *, chat_template:
 
     from policies.hf.loading import encode_prompt
     from policies.hf.policy import left_pad
-    from rlvr_env.problems import arithmetic_problems, format_prompt
+    from rlvr_env.problems import arithmetic_problems, format_prompt, in_held_out_split  # here: the policies
+    # import without the environments (gymnasium, math-verify), as on a bare GPU machine
 
     if (out / "config.json").is_file():
         return out

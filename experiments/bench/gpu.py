@@ -30,9 +30,9 @@ import attrs
 import torch
 
 from algorithms.registry import integer, one_of
+from experiments.bench.llm import QWEN3_VOCAB
 from experiments.cli import parse_args
 
-QWEN3_VOCAB = 151_936
 SHAPES = {  # Qwen3Config fields over the tiny model's (policies.hf.tiny.TINY_CONFIG)
     "0.6b": dict(num_hidden_layers=28, hidden_size=1024, intermediate_size=3072, num_attention_heads=16,
                  num_key_value_heads=8, head_dim=128, tie_word_embeddings=True),

@@ -77,7 +77,7 @@ class Trainer:
         t, defer = self.params, getattr(self.policy, "defer_old_logp", None)  # optional protocol
         one_pass = t.micro_batch_size is None or t.micro_batch_size >= t.prompts_per_step * t.group_size
         same_rows = one_pass and getattr(self.algo.filter, "keeps_every_group", False)
-        if t.ppo_epochs * t.minibatches != 1 or not same_rows or defer is None or not defer():
+        if defer is None or not defer(t.ppo_epochs * t.minibatches == 1 and same_rows):  # also: undo another's
             return False
         if self.engine.is_main:
             print("old_logp: one optimizer step per batch in float32: the update's own log-probs are the ratio's "

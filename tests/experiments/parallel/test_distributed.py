@@ -127,7 +127,7 @@ def fsdp_worker(rank, world, init_file, out_file, model_dir):
     end_process(0)  # no interpreter finalization: gloo's threads outlive the process group
 
 
-def test_fsdp_gradient_equals_the_single_process_gradient(tmp_path, tiny_dir):
+def test_fsdp_gradient_equals_the_single_process_gradient(tmp_path, tiny_dir):  # noqa: F811
     from tests.hf_fixtures import make_policy
 
     out = tmp_path / "out.pt"

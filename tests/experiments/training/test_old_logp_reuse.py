@@ -85,3 +85,14 @@ def test_several_steps_per_batch_or_sampler_logp_keep_their_old_logp(tiny_dir, t
     recompute = extra[0] != "policy.old_logp=sampler"
     rollout = trainer.policy.sample(trainer.task.sample_prompts(2), 2, torch.Generator().manual_seed(0))
     assert torch.equal(rollout.old_logp, trainer.policy.logprobs(rollout).detach()) == recompute
+
+
+def test_a_trainer_with_several_steps_per_batch_takes_back_the_deferral(tiny_dir, tmp_path):  # noqa: F811
+    import attrs
+
+    from experiments.training.trainer import Trainer
+
+    a = build_trainer(tiny_hf(tiny_dir), tmp_path / "a")
+    assert a.policy.old_logp_from_update
+    b = Trainer(attrs.evolve(a.params, ppo_epochs=2), a.task, a.policy, a.engine, a.algo, None, 0, tmp_path / "b")
+    assert not b.old_logp_from_update and not a.policy.old_logp_from_update  # the shared policy recomputes again

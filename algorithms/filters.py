@@ -18,6 +18,8 @@ class KeepAll:
     """No filtering: every group enters the update; one sampling round."""
 
     max_extra_rounds = 0
+    keeps_every_group = True
+    """The update's batch is the sampled one (what the trainer's on-policy shortcut needs)."""
 
     def __init__(self, params=NoParams()):
         self.params = params
@@ -42,6 +44,8 @@ class DynamicSampling(KeepAll):
     A zero-variance group has zero advantage and contributes no gradient; the trainer
     samples further prompts (up to ``max_extra_rounds`` more rounds) to fill the batch.
     """
+
+    keeps_every_group = False
 
     def __init__(self, params: DynamicSamplingParams):
         super().__init__(params)

@@ -1,8 +1,13 @@
 """Shared tiny-model helpers for the transformers-backend tests (built once per test session:
-the builder is idempotent on a path under the session's base temp folder)."""
+the builder is idempotent on a path under the session's base temp folder).
+
+``DEVICE`` (``RLVR_TEST_DEVICE``, default ``cpu``) is where ``make_policy`` puts its model, in
+float32: the same tests pass on the CPU and, with ``RLVR_TEST_DEVICE=cuda`` (``bash .ci/gpu``),
+on a GPU. Rollouts stay on the CPU; ``logprobs`` are on ``DEVICE`` (compare with ``host``)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,15 @@ from policies.base import PromptBatch  # noqa: E402
 from rlvr_env.problems import arithmetic_problems, format_prompt  # noqa: E402
 
 
+DEVICE = os.environ.get("RLVR_TEST_DEVICE", "cpu")
+"""Where the device-aware tests run their models: ``cpu`` or ``cuda``."""
+
+
+def host(x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the CPU, where rollouts live (to compare a policy's output with them)."""
+    return x.detach().cpu()
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     """A randomly initialised tiny Qwen3 + char tokenizer (the policy=tiny-qwen3 base)."""
@@ -24,7 +38,8 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 def make_policy(path: Path, reference: bool = False, **overrides):
-    params = {"max_new_tokens": 8, **overrides}
+    """A policy on ``DEVICE`` in float32 (unless ``overrides`` say otherwise)."""
+    params = {"max_new_tokens": 8, "device": DEVICE, "dtype": "float32", **overrides}
     return load_policy(HFParams(model_path=str(path), **params), reference)
 
 

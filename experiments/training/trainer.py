@@ -67,6 +67,22 @@ class Trainer:
         self.skipped_in_a_row = 0  # steps with a dropped (non-finite) update, in a row
         self.config: dict | None = None  # the run's config, recorded in each checkpoint (set by the lifecycle)
         self._p_exact: torch.Tensor | None = None  # [N] exact p of every prompt under the current policy
+        self.old_logp_from_update = self.defer_old_logp()
+
+    def defer_old_logp(self) -> bool:
+        """One optimizer step, one pass, over the sampled batch itself (no filter, no micro-batches):
+        the update's pass runs on the weights that sampled, over the same rows and padding, so a
+        policy whose ``old_logp`` is that pass (``HFPolicy.defer_old_logp``: recompute, float32)
+        skips it at sampling and the update takes its own detached log-probs, bit for bit the same."""
+        t, defer = self.params, getattr(self.policy, "defer_old_logp", None)  # optional protocol
+        one_pass = t.micro_batch_size is None or t.micro_batch_size >= t.prompts_per_step * t.group_size
+        same_rows = one_pass and getattr(self.algo.filter, "keeps_every_group", False)
+        if defer is None or not defer(t.ppo_epochs * t.minibatches == 1 and same_rows):  # also: undo another's
+            return False
+        if self.engine.is_main:
+            print("old_logp: one optimizer step per batch in float32: the update's own log-probs are the ratio's "
+                  "denominator; the recompute pass at sampling is skipped", file=sys.stderr)
+        return True
 
     # ------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
@@ -265,13 +281,15 @@ class Trainer:
                 for part, last in self.engine.micro_batches(mb, self.params.micro_batch_size):
                     logp = self.policy.logprobs(part)  # (b, T) on the policy's device
                     part = part.to(logp.device)
+                    if self.old_logp_from_update:  # on the sampling weights: what recompute would give
+                        part = part.with_(old_logp=logp.detach())
                     part_loss, stats = self.algo.objective(logp, part, totals)
                     self.engine.backward(part_loss, sync=last)
                     loss = loss + part_loss.detach()
                     for key, v in stats.items():
                         collected.setdefault(f"loss/{key}", []).append(v.detach())
                 grad_norm = self.engine.step(self.max_grad_norm, loss)  # non-finite: not applied
-                collected.setdefault(M.LOSS, []).append(loss)
+                collected.setdefault(M.LOSS, []).append(loss.to(grad_norm.device))  # CPU zero where no rows here
                 collected.setdefault(M.GRAD_NORM, []).append(grad_norm)
                 collected.setdefault(M.SKIPPED_UPDATES, []).append((~torch.isfinite(grad_norm)).float())
         stats = {k: torch.stack(v).mean() for k, v in collected.items()}

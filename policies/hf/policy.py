@@ -65,6 +65,7 @@ class HFPolicy:
         self.max_new_tokens = params.max_new_tokens
         self.stop_ids = stop_token_ids(tokenizer, self.causal)
         self._encoded: dict[str, list[int]] = {}
+        self.old_logp_from_update = False  # set by defer_old_logp: sample skips the recompute pass
 
     @property
     def context_length(self) -> int | None:
@@ -99,9 +100,21 @@ class HFPolicy:
                           mask=out.mask, old_logp=out.logp, texts=tuple(texts), group_size=group_size,
                           sampler_logp=out.logp if self.sampler.separate_weights else None, entropy=out.entropy,
                           truncated=out.truncated)
-        if self.params.old_logp == "recompute":  # the training pass itself: on-policy ratio exactly 1
-            rollout = rollout.with_(old_logp=self.logprobs(rollout).cpu())
+        if self.params.old_logp == "recompute" and not self.old_logp_from_update:  # the training pass itself:
+            rollout = rollout.with_(old_logp=self.logprobs(rollout).cpu())  # on-policy ratio exactly 1
         return rollout
+
+    def defer_old_logp(self, on: bool = True) -> bool:
+        """A trainer whose update is one optimizer step per batch asks for this: its training
+        pass then runs on the weights that sampled, so its own log-probs, detached, are exactly
+        what ``old_logp=recompute`` computes, where the training pass is float32 on the weights
+        that sample and deterministic (no LoRA dropout). ``sample`` then skips the recompute pass
+        (``old_logp`` holds the sampler's values until the update replaces them). Returns whether
+        it is deferred now."""
+        exact = (self.params.old_logp == "recompute" and self.dtype == torch.float32 and not self.separate_sampler
+                 and (self.params.lora.r == 0 or self.params.lora.dropout == 0))
+        self.old_logp_from_update = on and exact
+        return self.old_logp_from_update
 
     def _scorer(self, causal) -> ResponseScorer:
         return ResponseScorer(causal, temperature=self.params.temperature, chunk=self.params.logprob_chunk,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.hf_fixtures import arithmetic_prompts, make_policy, tiny_dir  # noqa: F401
+from tests.hf_fixtures import arithmetic_prompts, host, make_policy, tiny_dir  # noqa: F401
 
 from policies.base import PromptBatch  # noqa: E402
 from rlvr_env.problems import BOXED_INSTRUCTION  # noqa: E402
@@ -20,7 +20,9 @@ def gen(seed: int) -> torch.Generator:
 
 
 def naive_logprobs(policy, rollout, temperature: float = 1.0) -> torch.Tensor:
-    """[B, T] from the full [B, S + T, V] logits of one plain forward (the reference implementation)."""
+    """[B, T] from the full [B, S + T, V] logits of one plain forward (the reference implementation),
+    on the policy's device."""
+    rollout = rollout.to(policy.device)
     ids = torch.cat([rollout.prompt_tokens, rollout.tokens], dim=1)
     attention = torch.cat([rollout.prompt_mask, rollout.mask], dim=1).long()
     logits = policy.causal(input_ids=ids, attention_mask=attention,
@@ -49,7 +51,7 @@ def test_sampling_pads_stops_and_decodes(tiny_dir):  # noqa: F811
         assert r.texts[b] == policy.tokenizer.decode(response, skip_special_tokens=True)
     assert r.truncated.any() and (~r.truncated).any()  # both cases occur with this seed
     assert (r.entropy[r.mask.bool()] > 0).all() and (r.entropy[~r.mask.bool()] == 0).all()
-    torch.testing.assert_close(r.old_logp, policy.logprobs(r).detach(), atol=0, rtol=0)  # recompute: ratio 1 exactly
+    torch.testing.assert_close(r.old_logp, host(policy.logprobs(r)), atol=0, rtol=0)  # recompute: ratio 1 exactly
 
 
 def test_sampling_is_reproducible_from_the_generator(tiny_dir):  # noqa: F811
@@ -126,9 +128,9 @@ def test_first_token_frequencies_match_the_model(tiny_dir, temperature, top_k, t
     prompts = arithmetic_prompts(1)
     n = 40_000  # one prefill, shared by every row
     r = policy.sample(prompts, n, gen(1))
-    ids = torch.tensor([policy.encode(prompts.texts[0])])
+    ids = torch.tensor([policy.encode(prompts.texts[0])], device=policy.device)
     with torch.no_grad():
-        logits = policy.causal(input_ids=ids).logits[0, -1].float() / temperature
+        logits = host(policy.causal(input_ids=ids).logits[0, -1]).float() / temperature
     probs = logits.softmax(-1)
     keep = torch.ones_like(probs, dtype=torch.bool)
     if top_k:
@@ -152,15 +154,16 @@ def test_chunked_logprobs_equal_full_logits_with_gradients(tiny_dir, share, chun
     policy = make_policy(tiny_dir, max_new_tokens=10, temperature=1.5)
     r = policy.sample(arithmetic_prompts(3, seed=4), 3, gen(2))
     r = r.select(torch.randperm(len(r), generator=gen(3)))  # groups shuffled, as in minibatches
-    weights = torch.randn(r.tokens.shape, generator=gen(4))
+    weights = torch.randn(r.tokens.shape, generator=gen(4)).to(policy.device)
+    mask = r.mask.to(policy.device)
     grads = []
     for fn in (lambda: naive_logprobs(policy, r, 1.5),
                lambda: response_logprobs(policy.causal, r.prompt_tokens, r.prompt_mask, r.tokens, r.mask,
                                          temperature=1.5, chunk=chunk, share_prompts=share)):
         policy.causal.zero_grad(set_to_none=True)
         logp = fn()
-        (logp * weights * r.mask).sum().backward()
-        grads.append((logp.detach(), torch.cat([p.grad.flatten() for p in policy.causal.parameters()])))
+        (logp * weights * mask).sum().backward()
+        grads.append((host(logp), host(torch.cat([p.grad.flatten() for p in policy.causal.parameters()]))))
     (naive, g_naive), (ours, g_ours) = grads
     torch.testing.assert_close(ours, naive, atol=2e-5, rtol=0)
     assert (ours[r.mask == 0] == 0).all()
@@ -204,9 +207,9 @@ def test_reference_is_a_frozen_copy_only_with_the_kl_penalty(tiny_dir):  # noqa:
     policy = make_policy(tiny_dir, reference=True)
     r = policy.sample(arithmetic_prompts(2), 3, gen(0))
     before = policy.ref_logprobs(r)
-    torch.testing.assert_close(before, r.old_logp)
+    torch.testing.assert_close(host(before), r.old_logp)
     optimizer = torch.optim.SGD(list(policy.parameters()), lr=1.0)
-    (-(policy.logprobs(r) * r.mask).sum()).backward()
+    (-(policy.logprobs(r) * r.mask.to(policy.device)).sum()).backward()
     optimizer.step()
     assert (policy.logprobs(r).detach() - before).abs().max() > 1e-3  # the policy moved
     assert torch.equal(policy.ref_logprobs(r), before)  # the reference did not
@@ -225,7 +228,7 @@ def test_lora_adapter_reference_state_and_export(tiny_dir, tmp_path):  # noqa: F
     base = policy.ref_logprobs(r)
     optimizer = torch.optim.Adam(list(policy.parameters()), lr=1e-2)
     for _ in range(2):
-        (-(policy.logprobs(r) * r.mask).sum()).backward()
+        (-(policy.logprobs(r) * r.mask.to(policy.device)).sum()).backward()
         optimizer.step()
         optimizer.zero_grad()
     trained = policy.logprobs(r).detach()
@@ -236,7 +239,8 @@ def test_lora_adapter_reference_state_and_export(tiny_dir, tmp_path):  # noqa: F
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")  # peft adapter, base from its config
     ids = torch.cat([r.prompt_tokens, r.tokens], 1)[:1]
     with torch.no_grad():
-        torch.testing.assert_close(loaded(input_ids=ids).logits, policy.model(input_ids=ids).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(loaded(input_ids=ids).logits, host(policy.model(input_ids=ids.to(policy.device)).logits),
+                                   atol=1e-5, rtol=0)
 
 
 def test_full_model_state_round_trip_and_export(tiny_dir, tmp_path):  # noqa: F811
@@ -254,7 +258,7 @@ def test_full_model_state_round_trip_and_export(tiny_dir, tmp_path):  # noqa: F8
         other.load_state_dict({k: v for k, v in list(state.items())[1:]})
     policy.save_model(tmp_path / "m")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
-    assert all(torch.equal(a, b) for a, b in zip(loaded.parameters(), policy.model.parameters()))
+    assert all(torch.equal(a, host(b)) for a, b in zip(loaded.parameters(), policy.model.parameters()))
     assert AutoTokenizer.from_pretrained(tmp_path / "m").eos_token == policy.tokenizer.eos_token
 
 

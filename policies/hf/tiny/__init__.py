@@ -39,14 +39,15 @@ class TinyQwen3Builder:
         self.params = params
 
     def __call__(self, task, reference: bool = False):
-        from policies.hf.loading import main_process_first
+        from policies.hf.loading import main_process_first, pick_device
         from policies.hf.policy import load_policy
 
         check_sampler_available(self.params)  # before the warm start, which may train for minutes
         if self.params.num_threads is not None:  # before the warm start, too
             torch.set_num_threads(self.params.num_threads)
         with main_process_first():  # several processes: one builds the cache, the others load it
-            folder = ensure_tiny_qwen3(self.params.model_path, self.params.warm_start, self.params.chat_template)
+            folder = ensure_tiny_qwen3(self.params.model_path, self.params.warm_start, self.params.chat_template,
+                                       pick_device(self.params.device))  # on the policy's device
         return load_policy(attrs.evolve(self.params, model_path=str(folder)), reference)
 
 

@@ -24,7 +24,6 @@ from algorithms.optim import OptimParams, build_optimizer, build_scheduler
 from algorithms.registry import gt, integer
 from policies.files import atomic_folder
 from policies.hf.tiny.model import TINY_CONFIG, build_tiny_qwen3
-from rlvr_env.problems import in_held_out_split
 
 
 @attrs.frozen
@@ -46,19 +45,23 @@ class WarmStartParams:
     It keeps the warm start unsure where it is right, so RL has a sharpening to do."""
 
 
-def warm_start(base: Path, out: Path, params: WarmStartParams, *, chat_template: bool = True) -> Path:
+def warm_start(base: Path, out: Path, params: WarmStartParams, *, chat_template: bool = True,
+               device: torch.device | str = "cpu") -> Path:
     """Supervised fine-tuning of the model at ``base`` on ``\\boxed{answer}`` completions of
-    arithmetic problems outside the held-out split, saved to ``out`` (kept if already there)."""
+    arithmetic problems outside the held-out split, on ``device`` (the policy's), saved to ``out``
+    (kept if already there)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from policies.hf.loading import encode_prompt
     from policies.hf.policy import left_pad
-    from rlvr_env.problems import arithmetic_problems, format_prompt
+    from rlvr_env.problems import arithmetic_problems, format_prompt, in_held_out_split  # here: the policies
+    # import without the environments (gymnasium, math-verify), as on a bare GPU machine
 
     if (out / "config.json").is_file():
         return out
     tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    device = torch.device(device)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
     problems = [p for p in arithmetic_problems(params.steps * params.batch_size * 2 + 1, params.levels, params.seed)
                 if not in_held_out_split(p.prompt)]
     optim_params = OptimParams(name="adamw", lr=params.lr, weight_decay=0.01, warmup_steps=max(1, params.steps // 20),
@@ -74,7 +77,8 @@ def warm_start(base: Path, out: Path, params: WarmStartParams, *, chat_template:
         width = max(len(t) for t in targets)
         tokens = torch.tensor([t + [tokenizer.pad_token_id] * (width - len(t)) for t in targets])  # (b, T) right-padded
         mask = (torch.arange(width)[None, :] < torch.tensor([len(t) for t in targets])[:, None]).float()
-        loss = target_loss(model, prompt_ids, prompt_mask, tokens, mask, params.label_smoothing)
+        loss = target_loss(model, *(x.to(device) for x in (prompt_ids, prompt_mask, tokens, mask)),
+                           params.label_smoothing)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -102,14 +106,20 @@ def target_loss(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, toke
     return F.cross_entropy(predicting.flatten(0, 1), targets.flatten(), ignore_index=-100, label_smoothing=label_smoothing)
 
 
-def ensure_tiny_qwen3(cache: str | Path, params: WarmStartParams, chat_template: bool = True) -> Path:
-    """The warm-started tiny model's folder, built (once) under ``cache``."""
+def ensure_tiny_qwen3(cache: str | Path, params: WarmStartParams, chat_template: bool = True,
+                      device: torch.device | str = "cpu") -> Path:
+    """The warm-started tiny model's folder, built (once) under ``cache`` on ``device``. Another
+    device computes other last bits, so a warm start off the CPU has its own folder (the CPU's
+    key is the one it always was)."""
     cache = Path(cache).expanduser()
     base = build_tiny_qwen3(cache / "base", seed=params.seed)
     if params.steps == 0:
         return base
-    key = json.dumps({**attrs.asdict(params), "chat_template": chat_template, "config": TINY_CONFIG}, sort_keys=True)
+    device = torch.device(device)
+    on = {} if device.type == "cpu" else {"device": device.type}
+    key = json.dumps({**attrs.asdict(params), "chat_template": chat_template, "config": TINY_CONFIG, **on},
+                     sort_keys=True)
     return warm_start(base, cache / f"warm-{hashlib.sha256(key.encode()).hexdigest()[:10]}", params,
-                      chat_template=chat_template)
+                      chat_template=chat_template, device=device)
 
 

@@ -108,7 +108,7 @@ def fsdp_worker(rank, world, init_file, out_file, model_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=120))  # a mismatched collective fails, not hangs
     try:
-        policy = make_policy(model_dir, logprob_chunk=5)
+        policy = make_policy(model_dir, logprob_chunk=5, device="cpu")  # gloo processes
         with pytest.raises(ConfigError, match="no module of the model is a Nope; set fsdp_transformer_layer_cls"):
             FSDPEngine(policy, torch.optim.SGD, lambda optimizer: None, FSDPSettings(layer_classes=("Nope",)))
         engine = FSDPEngine(policy, lambda params: torch.optim.SGD(params, lr=0.1), lambda optimizer: None)
@@ -127,14 +127,14 @@ def fsdp_worker(rank, world, init_file, out_file, model_dir):
     end_process(0)  # no interpreter finalization: gloo's threads outlive the process group
 
 
-def test_fsdp_gradient_equals_the_single_process_gradient(tmp_path, tiny_dir):
+def test_fsdp_gradient_equals_the_single_process_gradient(tmp_path, tiny_dir):  # noqa: F811
     from tests.hf_fixtures import make_policy
 
     out = tmp_path / "out.pt"
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     mp.spawn(fsdp_worker, args=(2, str(tmp_path / "init"), str(out), tiny_dir), nprocs=2, join=True)
     got = torch.load(out)
-    policy = make_policy(tiny_dir, logprob_chunk=5)
+    policy = make_policy(tiny_dir, logprob_chunk=5, device="cpu")  # gloo processes
     engine = LocalEngine(torch.optim.SGD(policy.parameters(), lr=0.1))
     rollout = make_rollout(LENGTHS, width=9, seed=4)
     for agg in AGGS:

@@ -84,8 +84,11 @@ def test_a_sampler_registered_here_generates_for_a_transformers_policy(tmp_path)
     trainer = build_trainer(cfg, tmp_path / "run")
     _, local, _ = trainer.collect()
     assert set(local.rollout.texts) == {"999"}  # the stop token is not text
-    assert torch.isfinite(local.rollout.old_logp).all() and (local.rollout.old_logp < 0).all()  # recomputed by the model
+    assert trainer.old_logp_from_update and torch.equal(local.rollout.old_logp, torch.zeros(4, 4))  # the update's pass
     trainer.train_step()
+    trainer = build_trainer({**cfg, "train": {**cfg["train"], "ppo_epochs": 2}}, tmp_path / "epochs")
+    _, local, _ = trainer.collect()  # several steps per batch: old_logp is recomputed at sampling
+    assert torch.isfinite(local.rollout.old_logp).all() and (local.rollout.old_logp < 0).all()  # recomputed by the model
     with pytest.raises(Exception, match="policy.sampler: unknown sampler 'nope'"):
         build_trainer({**cfg, "policy": {**cfg["policy"], "sampler": "nope"}}, tmp_path / "run2")
 

@@ -52,6 +52,7 @@ class Trainer:
                  evaluator: Callable | None = None, prompt_source: Callable[[int], PromptBatch] | None = None):
         self.params = params
         self.task = task
+        self.levels = M.problem_levels(task)  # [N] each problem's level (None: no levels), for response/length_level{k}
         self.exact = exact
         self.evaluator = evaluator
         self.policy = policy
@@ -94,7 +95,8 @@ class Trainer:
         metrics.update(M.function_rewards(groups.by_function, groups.rewards))
         metrics.update(groups.stats)
         metrics.update(reweight_stats)
-        metrics.update(self.engine.reduce_metrics({**loss_stats, **M.response_metrics(local.rollout)},
+        metrics.update(self.engine.reduce_metrics({**loss_stats, **M.response_metrics(local.rollout),
+                                                   **M.level_lengths(local.rollout, self.levels)},
                                                   sum_keys=(M.LOSS,)))  # per process -> all of them
         metrics.update(held_out)
         bad_weights, num_weights = self.engine.nonfinite_weights()

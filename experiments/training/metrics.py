@@ -48,9 +48,10 @@ BELIEF, GAIN = "hadw/belief", "hadw/eta"  # written by algorithms.reweighters.HA
 PHI = ("phi/correct", "phi/incorrect")  # written by the reweighters
 CLIP_FRAC = "loss/clip_frac"
 EVAL_ACCURACY = "eval/accuracy"
-EVAL_LEVELS = tuple(f"eval/level{k}" for k in range(1, 6))
-"""Held-out mean@n per difficulty level (``experiments.evaluation.evaluator.PeriodicEval``)."""
 LEVELS = tuple(range(1, 6))
+"""Difficulty levels (arithmetic, MATH)."""
+EVAL_LEVELS = tuple(f"eval/level{k}" for k in LEVELS)
+"""Held-out mean@n per difficulty level (``experiments.evaluation.evaluator.PeriodicEval``)."""
 LENGTH_LEVELS = tuple(f"response/length_level{k}" for k in LEVELS)
 """Mean tokens per response sampled this step, per difficulty level (language models, leveled tasks)."""
 EVAL_LENGTH_LEVELS = tuple(f"eval/length_level{k}" for k in LEVELS)
@@ -198,7 +199,7 @@ def level_lengths(rollout, levels: torch.Tensor | None) -> dict[str, torch.Tenso
     if levels is None or rollout.truncated is None:
         return {}
     lengths = rollout.mask.sum(dim=1).float()  # (B,)
-    level = levels[rollout.prompt_index]  # (B,)
+    level = levels.to(lengths.device)[rollout.prompt_index.to(lengths.device)]  # (B,)
     return {LENGTH_LEVELS[k - 1]: nan_masked_mean(lengths, level == k) for k in levels.unique().tolist() if k in LEVELS}
 
 

@@ -17,9 +17,10 @@ import attrs
 import numpy as np
 
 from algorithms.registry import ConfigError
+from rlvr_env.scratchpad import SCRATCHPAD_INSTRUCTION, expression_value
 
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-TEMPLATES = ("plain", "boxed", "chat")
+TEMPLATES = ("plain", "boxed", "chat", "scratchpad")
 
 
 class ProblemFormatError(ConfigError):
@@ -62,35 +63,12 @@ def _expression(rng: np.random.Generator, digits: int, ops: int, parens: bool) -
 
 
 def _evaluate(expr: str) -> int:
-    """Integer value of a generated expression: a shunting-yard over + - * and parentheses.
+    """Integer value of a generated expression: the last result of its worked solution (a
+    shunting-yard over + - * and parentheses, ``rlvr_env.scratchpad.worked_steps``).
 
     Only ever called on expressions this module generated (never on model output).
     """
-    tokens = expr.replace("(", " ( ").replace(")", " ) ").split()
-    prec = {"+": 1, "-": 1, "*": 2}
-    values: list[int] = []
-    ops: list[str] = []
-
-    def apply():
-        b, a, op = values.pop(), values.pop(), ops.pop()
-        values.append(a + b if op == "+" else a - b if op == "-" else a * b)
-
-    for tok in tokens:
-        if tok.isdigit():
-            values.append(int(tok))
-        elif tok == "(":
-            ops.append(tok)
-        elif tok == ")":
-            while ops[-1] != "(":
-                apply()
-            ops.pop()
-        else:
-            while ops and ops[-1] != "(" and prec[ops[-1]] >= prec[tok]:
-                apply()
-            ops.append(tok)
-    while ops:
-        apply()
-    return values[0]
+    return expression_value(expr)
 
 
 HELD_OUT_FRACTION = 4  # one question in 4 (by a hash of its text) belongs to the held-out split
@@ -175,12 +153,15 @@ def format_prompt(problem: Problem, template: str = "boxed", tokenizer=None) -> 
 
     plain: the question; boxed: the question and the instruction to box the final answer
     (not repeated where the source already has it); chat: the boxed text as a user turn of
-    the tokenizer's chat template, with the generation prompt.
+    the tokenizer's chat template, with the generation prompt; scratchpad: the question and the
+    instruction to write each intermediate result before the box (``rlvr_env.scratchpad``).
     """
     if template not in TEMPLATES:
         raise ValueError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}")
     if template == "plain":
         return problem.prompt
+    if template == "scratchpad":
+        return f"{problem.prompt}\n{SCRATCHPAD_INSTRUCTION}"
     text = problem.prompt if BOXED_INSTRUCTION in problem.prompt else f"{problem.prompt}\n{BOXED_INSTRUCTION}"
     if template == "boxed":
         return text

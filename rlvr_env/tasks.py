@@ -52,8 +52,9 @@ class ArithmeticParams(RewardParams):
     """Difficulty levels: operand digits, number of operations, parentheses."""
     num_answers: int = attrs.field(default=8, validator=integer(2))
     """K candidate answers per problem for the tabular policy (the reference + distractors)."""
-    template: str = attrs.field(default="boxed", validator=one_of(*TEMPLATES[:2]))
-    """Prompt template: plain | boxed."""
+    template: str = attrs.field(default="boxed", validator=one_of("plain", "boxed", "scratchpad"))
+    """Prompt template: plain | boxed | scratchpad (write each intermediate result, then the box:
+    ``env=arithmetic_scratchpad``)."""
     heldout: int = attrs.field(default=100, validator=integer(0))
     """Further problems of the same levels kept out of training for evaluation: from the hash split
     that warm starts never see (``in_held_out_split``), no training question repeated."""

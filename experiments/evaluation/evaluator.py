@@ -158,7 +158,8 @@ class PeriodicEval:
     exact: ExactTask | None = None
 
     def __call__(self, policy) -> dict[str, torch.Tensor]:
-        """``eval/accuracy`` (mean@n), ``eval/accuracy_{hard,medium,easy}``, ``eval/level{k}``,
+        """``eval/accuracy`` (mean@n), ``eval/accuracy_{hard,medium,easy}``, ``eval/level{k}`` and
+        ``eval/length_level{k}`` (mean@n and mean tokens per response of level k),
         ``eval/pass@k``, ``eval/maj@k`` (and ``eval/exact_pass@k``), ``eval/length_mean``,
         ``eval/no_answer_frac``."""
         metrics = evaluate(policy, self.task, self.params, exact=self.exact).metrics
@@ -169,6 +170,7 @@ class PeriodicEval:
                 out[f"eval/accuracy_{group}"] = values[mean]["value"]
             elif group.startswith("level "):
                 out[f"eval/level{group[6:]}"] = values[mean]["value"]
+                out[f"eval/length_level{group[6:]}"] = values["length_mean"]["value"]
         out.update({f"eval/{name}": m["value"] for name, m in metrics["all"].items()
                     if name.startswith(("pass@", "maj@", "exact_pass@")) or name in ("length_mean", "no_answer_frac")})
         return {k: torch.tensor(v) for k, v in out.items()}

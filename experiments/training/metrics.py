@@ -12,6 +12,8 @@ Names (TensorBoard tags):
     bias/[all|hard|medium|easy]        mean (A_hat - A) = p - p_hat over mixed groups
                                        (bandit only: needs the true p)
     adv/abs_mean, adv/weighted_abs_mean
+    response/length_*, response/length_level{k}   tokens per response, overall and per level (text policies)
+    eval/level{k}, eval/length_level{k}             held-out mean@n and mean length per level
     sampler/logp_abs_diff, sampler/kl   generation engine vs trainer (policy.sampler=vllm)
 plus the reweighter's stats (hadw/belief, hadw/eta, phi/correct, phi/incorrect) and the
 loss stats (loss/*). Buckets are by *initial* success probability (hard < 1/3 < medium
@@ -46,7 +48,14 @@ BELIEF, GAIN = "hadw/belief", "hadw/eta"  # written by algorithms.reweighters.HA
 PHI = ("phi/correct", "phi/incorrect")  # written by the reweighters
 CLIP_FRAC = "loss/clip_frac"
 EVAL_ACCURACY = "eval/accuracy"
-EVAL_LEVELS = tuple(f"eval/level{k}" for k in range(1, 6))
+LEVELS = tuple(range(1, 6))
+"""Difficulty levels (arithmetic, MATH)."""
+EVAL_LEVELS = tuple(f"eval/level{k}" for k in LEVELS)
+"""Held-out mean@n per difficulty level (``experiments.evaluation.evaluator.PeriodicEval``)."""
+LENGTH_LEVELS = tuple(f"response/length_level{k}" for k in LEVELS)
+"""Mean tokens per response sampled this step, per difficulty level (language models, leveled tasks)."""
+EVAL_LENGTH_LEVELS = tuple(f"eval/length_level{k}" for k in LEVELS)
+"""Held-out mean tokens per response per difficulty level."""
 TOKENS_PER_S = "speed/tokens_per_s"
 LOSS, GRAD_NORM = "loss/value", "loss/grad_norm"
 SKIPPED_UPDATES = "train/skipped_updates"  # optimizer updates dropped this step (non-finite loss or gradient)
@@ -172,6 +181,26 @@ def response_metrics(rollout) -> dict[str, torch.Tensor]:
         m["sampler/logp_max_abs_diff"] = d.abs().max()
         m["sampler/kl"] = nan_masked_mean(torch.expm1(d) - d, valid)
     return m
+
+
+def problem_levels(task) -> torch.Tensor | None:
+    """[N] difficulty level (1-5, 0: none) of each of ``task``'s problems, or None where none has one
+    (the bandit, an unleveled JSONL file)."""
+    problems = getattr(task, "problems", None)
+    if not problems or not any(getattr(p, "difficulty", None) in LEVELS for p in problems):
+        return None
+    return torch.tensor([p.difficulty if p.difficulty in LEVELS else 0 for p in problems], dtype=torch.long)
+
+
+def level_lengths(rollout, levels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """``response/length_level{k}``: mean tokens per response of this step's level-k prompts, for
+    every level the task has (NaN: none sampled this step); ``levels`` [N] from ``problem_levels``.
+    Language models only (rollouts that say whether a response was truncated)."""
+    if levels is None or rollout.truncated is None:
+        return {}
+    lengths = rollout.mask.sum(dim=1).float()  # (B,)
+    level = levels.to(lengths.device)[rollout.prompt_index.to(lengths.device)]  # (B,)
+    return {LENGTH_LEVELS[k - 1]: nan_masked_mean(lengths, level == k) for k in levels.unique().tolist() if k in LEVELS}
 
 
 def speed_metrics(timing: dict[str, float], lengths: torch.Tensor) -> dict[str, float]:

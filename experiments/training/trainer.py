@@ -44,14 +44,14 @@ class Trainer:
     held-out evaluation (``experiments.evaluation.evaluator.PeriodicEval``): ``every`` and a
     call ``(policy) -> metrics`` that leaves the training RNGs alone. ``logger`` receives the
     metrics (None: none written). ``prompt_source`` ``(num) -> PromptBatch`` replaces the
-    task's own draw of each step's first round (an arena's shared prompt stream).
-    """
+    task's own draw of each step's first round (an arena's shared prompt stream)."""
 
     def __init__(self, params: TrainParams, task: Task, policy: Policy, engine: Engine, algorithm: Algorithm,
                  max_grad_norm: float | None, seed: int, run_dir: Path, logger=None, exact: ExactTask | None = None,
                  evaluator: Callable | None = None, prompt_source: Callable[[int], PromptBatch] | None = None):
         self.params = params
         self.task = task
+        self.levels = M.problem_levels(task)  # [N] each problem's level (None: no levels), for response/length_level{k}
         self.exact = exact
         self.evaluator = evaluator
         self.policy = policy
@@ -70,10 +70,9 @@ class Trainer:
         self.old_logp_from_update = self.defer_old_logp()
 
     def defer_old_logp(self) -> bool:
-        """One optimizer step, one pass, over the sampled batch itself (no filter, no micro-batches):
-        the update's pass runs on the weights that sampled, over the same rows and padding, so a
-        policy whose ``old_logp`` is that pass (``HFPolicy.defer_old_logp``: recompute, float32)
-        skips it at sampling and the update takes its own detached log-probs, bit for bit the same."""
+        """One optimizer step, one pass, over the sampled batch itself (no filter, no micro-batches): a
+        policy whose ``old_logp`` is that pass (``HFPolicy.defer_old_logp``: recompute, float32) skips
+        it at sampling and the update takes its own detached log-probs, bit for bit the same."""
         t, defer = self.params, getattr(self.policy, "defer_old_logp", None)  # optional protocol
         one_pass = t.micro_batch_size is None or t.micro_batch_size >= t.prompts_per_step * t.group_size
         same_rows = one_pass and getattr(self.algo.filter, "keeps_every_group", False)
@@ -110,7 +109,8 @@ class Trainer:
         metrics.update(M.function_rewards(groups.by_function, groups.rewards))
         metrics.update(groups.stats)
         metrics.update(reweight_stats)
-        metrics.update(self.engine.reduce_metrics({**loss_stats, **M.response_metrics(local.rollout)},
+        metrics.update(self.engine.reduce_metrics({**loss_stats, **M.response_metrics(local.rollout),
+                                                   **M.level_lengths(local.rollout, self.levels)},
                                                   sum_keys=(M.LOSS,)))  # per process -> all of them
         metrics.update(held_out)
         bad_weights, num_weights = self.engine.nonfinite_weights()

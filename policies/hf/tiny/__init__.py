@@ -17,7 +17,8 @@ import torch
 from algorithms.registry import build_params
 from policies.hf import HFParams, check_sampler_available
 from policies.hf.tiny.model import TINY_CONFIG, build_tiny_qwen3, char_tokenizer
-from policies.hf.tiny.warm_start import WarmStartParams, ensure_tiny_qwen3, target_loss, warm_start
+from policies.hf.tiny.warm_start import (WarmStartParams, ensure_tiny_qwen3, target_loss, warm_start,
+                                         warm_start_target)
 from policies.registry import POLICIES
 
 
@@ -55,4 +56,4 @@ POLICIES.register("tiny-qwen3", TinyQwen3Params)(TinyQwen3Builder)
 
 
 __all__ = ["TINY_CONFIG", "TinyQwen3Builder", "TinyQwen3Params", "WarmStartParams", "build_tiny_qwen3",
-           "char_tokenizer", "ensure_tiny_qwen3", "target_loss", "warm_start"]
+           "char_tokenizer", "ensure_tiny_qwen3", "target_loss", "warm_start", "warm_start_target"]

@@ -2,10 +2,11 @@
 
     ensure_tiny_qwen3(cache, WarmStartParams(...)) -> folder     <cache>/base, <cache>/warm-<hash>
 
-The warm start teaches the answer format ``\\boxed{N}`` on arithmetic problems for a few
-hundred steps, so RL starts at partial accuracy spread across levels. It never trains on the
-held-out split (``rlvr_env.problems.in_held_out_split``) that the trainer's evaluation uses,
-and it uses the trainer's optimizer and schedule builders (``algorithms.optim``).
+The warm start teaches the answer format ``\\boxed{N}`` (with ``template: scratchpad``, worked
+solutions: ``warm_start_target``) on arithmetic problems for a few hundred steps, so RL starts
+at partial accuracy spread across levels. It never trains on the held-out split
+(``rlvr_env.problems.in_held_out_split``) that the trainer's evaluation uses, and it uses
+the trainer's optimizer and schedule builders (``algorithms.optim``).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class WarmStartParams:
     """AdamW peak learning rate (linear warm-up over 5% of the steps, cosine decay to 10%)."""
     levels: tuple[int, ...] = attrs.field(default=(1, 2, 3, 4, 5), converter=tuple)
     """Arithmetic levels trained on."""
-    template: str = "boxed"
-    """Prompt template of the problems (as the env formats them)."""
+    template: str = attrs.field(default="boxed", validator=attrs.validators.in_(("plain", "boxed", "scratchpad")))
+    """Prompt template of the problems (as the env formats them); scratchpad: the targets are worked
+    solutions (``warm_start_target``)."""
     seed: int = attrs.field(default=0, validator=integer(0))
     """Seed of the problem stream and of the model's initialisation."""
     label_smoothing: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)])
@@ -47,9 +49,9 @@ class WarmStartParams:
 
 def warm_start(base: Path, out: Path, params: WarmStartParams, *, chat_template: bool = True,
                device: torch.device | str = "cpu") -> Path:
-    """Supervised fine-tuning of the model at ``base`` on ``\\boxed{answer}`` completions of
-    arithmetic problems outside the held-out split, on ``device`` (the policy's), saved to ``out``
-    (kept if already there)."""
+    """Supervised fine-tuning of the model at ``base`` on ``\\boxed{answer}`` completions (worked
+    solutions with the scratchpad template) of arithmetic problems outside the held-out split, on
+    ``device`` (the policy's), saved to ``out`` (kept if already there)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from policies.hf.loading import encode_prompt
@@ -73,7 +75,8 @@ def warm_start(base: Path, out: Path, params: WarmStartParams, *, chat_template:
         batch = [problems[(step * params.batch_size + i) % len(problems)] for i in range(params.batch_size)]
         prompt_ids, prompt_mask = left_pad([encode_prompt(tokenizer, format_prompt(p, params.template), chat_template)
                                             for p in batch], tokenizer.pad_token_id)
-        targets = [tokenizer(f"\\boxed{{{p.answer}}}")["input_ids"] + [tokenizer.eos_token_id] for p in batch]
+        targets = [tokenizer(warm_start_target(p, params.template))["input_ids"] + [tokenizer.eos_token_id]
+                   for p in batch]
         width = max(len(t) for t in targets)
         tokens = torch.tensor([t + [tokenizer.pad_token_id] * (width - len(t)) for t in targets])  # (b, T) right-padded
         mask = (torch.arange(width)[None, :] < torch.tensor([len(t) for t in targets])[:, None]).float()
@@ -90,6 +93,17 @@ def warm_start(base: Path, out: Path, params: WarmStartParams, *, chat_template:
         record = {**attrs.asdict(params), "final_loss": float(loss.detach())}
         (tmp / "warm_start.json").write_text(json.dumps(record, indent=1))
     return out
+
+
+def warm_start_target(problem, template: str) -> str:
+    """The supervised completion of a generated arithmetic problem: ``\\boxed{answer}``, or with the
+    scratchpad template its worked solution (``rlvr_env.scratchpad.worked_solution``: each
+    intermediate result, then the box)."""
+    if template == "scratchpad":
+        from rlvr_env.scratchpad import worked_solution  # here, as rlvr_env.problems above
+
+        return worked_solution(problem.metadata["expression"])
+    return f"\\boxed{{{problem.answer}}}"
 
 
 def target_loss(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,

@@ -56,7 +56,8 @@ def sections():
     yield "optim", base["optim"], OptimParams
     for path in sorted((CONF / "env").glob("*.yaml")):
         cfg = load(f"env/{path.name}")
-        yield f"env/{path.stem}", cfg, TASKS.entry(cfg["name"]).params
+        if "name" in cfg:  # not a preset over another env (env_presets)
+            yield f"env/{path.stem}", cfg, TASKS.entry(cfg["name"]).params
     for path in sorted((CONF / "reweight").glob("*.yaml")):
         cfg = load(f"reweight/{path.name}")
         yield f"reweight/{path.stem}", cfg, REWEIGHTERS.entry(cfg["name"]).params
@@ -68,6 +69,22 @@ def sections():
 @pytest.mark.parametrize("where, section, cls", list(sections()), ids=lambda x: x if isinstance(x, str) else "")
 def test_yaml_defaults_agree_with_the_attrs_classes(where, section, cls):
     assert disagreements(section, cls, where) == []
+
+
+def env_presets():
+    """Env files that build on another env file (``defaults: [arithmetic, _self_]``): presets that
+    choose their own values on purpose, like the model presets; only their keys are checked."""
+    for path in sorted((CONF / "env").glob("*.yaml")):
+        cfg = load(f"env/{path.name}")
+        if "name" not in cfg:
+            (parent,) = [d for d in cfg["defaults"] if d != "_self_"]
+            yield f"env/{path.stem}", cfg, TASKS.entry(load(f"env/{parent}.yaml")["name"]).params
+
+
+@pytest.mark.parametrize("where, section, cls", list(env_presets()), ids=lambda x: x if isinstance(x, str) else "")
+def test_env_presets_set_only_fields_of_their_task(where, section, cls):
+    fields = {f.name for f in attrs.fields(cls)}
+    assert [k for k in section if k != "defaults" and k not in fields] == []
 
 
 def test_the_check_sees_a_changed_default():

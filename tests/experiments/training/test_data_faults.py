@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.conftest import one_error_line
+from tests.conftest import one_error_line, run_cli
+
+pytestmark = pytest.mark.slow  # the program in subprocesses: python -m pytest -m 'not slow' skips them
 
 GOOD = [json.dumps({"problem": f"What is {i} + 1?", "answer": str(i + 1)}) for i in range(12)]
 
@@ -67,7 +68,6 @@ def test_a_mapped_column_that_is_missing_names_the_option(tmp_path):
                     "(env.columns.answer); the row has ['answer', 'problem']")
 
 
-@pytest.mark.slow
 def test_prompts_over_the_models_context_are_refused_before_the_run_directory_or_filtered(tmp_path):
     """tiny-qwen3 (random init) has 1,024 positions; a 1.7k-character prompt is 1.7k tokens."""
     rows = GOOD[:3] + [json.dumps({"problem": "What is 1 + 1? " + "x" * 1700, "answer": "2"})] + GOOD[3:]

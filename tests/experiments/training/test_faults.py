@@ -23,6 +23,8 @@ import torch
 from experiments.training.checkpoint import list_checkpoints, read_checkpoint, save_checkpoint
 from tests.conftest import ROOT, one_error_line, run_cli
 
+pytestmark = pytest.mark.slow  # the program in subprocesses: python -m pytest -m 'not slow' skips them
+
 FAULTY = Path(__file__).with_name("faulty_run.py")
 TABULAR = ["algo=grpo_hadw", "train.steps=12", "train.checkpoint_every=4", "train.progress=false"]
 
@@ -108,7 +110,6 @@ def llm_args(tmp_path_factory) -> list[str]:
             "optim.lr=1e-3", "env.num_problems=64", "env.heldout=8"]
 
 
-@pytest.mark.slow
 def test_llm_run_interrupted_in_each_phase_resumes_with_the_same_prompts_and_weights(tmp_path, llm_args):
     full = run_cli(*llm_args, f"train.log_dir={tmp_path}", "train.run_name=full", timeout=600)
     assert full.returncode == 0, full.stderr
@@ -140,7 +141,6 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path):
 
 # ---------------------------------------------------------------- diverging training
 
-@pytest.mark.slow
 def test_a_diverging_llm_run_stops_naming_the_step_and_exports_nothing(tmp_path, llm_args):
     out = run_cli(*llm_args, "optim.lr=1e6", "train.steps=6", "train.checkpoint_every=1",
                   f"train.log_dir={tmp_path}", "train.run_name=r", timeout=600)
@@ -219,7 +219,6 @@ def test_killed_before_the_export_resume_writes_the_model(tmp_path, tabular_full
     assert again.returncode == 0 and "nothing to train" in again.stderr
 
 
-@pytest.mark.slow
 def test_killed_mid_export_leaves_no_model_and_resume_writes_a_whole_one(tmp_path, llm_args):
     out = faulty("kill:save_model:0", *llm_args, "train.steps=2", f"train.log_dir={tmp_path}", "train.run_name=r")
     assert out.returncode == -signal.SIGKILL

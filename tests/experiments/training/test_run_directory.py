@@ -11,9 +11,13 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from experiments.training.checkpoint import list_checkpoints, read_checkpoint
 from tests.conftest import ROOT, one_error_line, run_cli
 from tests.experiments.training.test_faults import TABULAR
+
+pytestmark = pytest.mark.slow  # the program in subprocesses: python -m pytest -m 'not slow' skips them
 
 
 def test_a_live_run_refuses_a_second_run_and_a_resume_naming_its_pid(tmp_path):

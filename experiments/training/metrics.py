@@ -195,8 +195,9 @@ def problem_levels(task) -> torch.Tensor | None:
 def level_lengths(rollout, levels: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """``response/length_level{k}``: mean tokens per response of this step's level-k prompts, for
     every level the task has (NaN: none sampled this step); ``levels`` [N] from ``problem_levels``.
-    Language models only (rollouts that say whether a response was truncated)."""
-    if levels is None or rollout.truncated is None:
+    Language models only: an answer-table policy (tabular, loglinear: no prompt tokens) answers
+    with one token."""
+    if levels is None or rollout.prompt_tokens.shape[1] == 0:
         return {}
     lengths = rollout.mask.sum(dim=1).float()  # (B,)
     level = levels.to(lengths.device)[rollout.prompt_index.to(lengths.device)]  # (B,)

@@ -114,7 +114,7 @@ def test_level_lengths_by_hand():
     class Rollout:
         prompt_index = torch.tensor([0, 0, 2, 2, 3, 3])
         mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 1], [1, 0, 0], [1, 1, 0]])
-        truncated = torch.zeros(6, dtype=torch.bool)
+        prompt_tokens = torch.ones(6, 4, dtype=torch.long)  # a language model's prompts
 
     levels = problem_levels(Task())
     assert levels.tolist() == [1, 2, 5, 0]
@@ -122,6 +122,6 @@ def test_level_lengths_by_hand():
     assert set(m) == {LENGTH_LEVELS[0], LENGTH_LEVELS[1], LENGTH_LEVELS[4]}  # the task's levels, every step
     assert float(m["response/length_level1"]) == 1.5 and float(m["response/length_level5"]) == 3.0
     assert torch.isnan(m["response/length_level2"])  # none sampled this step
-    Rollout.truncated = None  # the tabular policy: no lengths to speak of
+    Rollout.prompt_tokens = torch.ones(6, 0, dtype=torch.long)  # an answer-table policy: one token per answer
     assert level_lengths(Rollout(), levels) == {}
     assert problem_levels(type("Bandit", (), {})()) is None

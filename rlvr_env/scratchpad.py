@@ -63,9 +63,10 @@ def worked_steps(expr: str) -> list[Step]:
     return steps
 
 
-def expression_value(expr: str) -> int:
-    """The integer value of ``expr``: its last step's result (a lone number: itself)."""
-    steps = worked_steps(expr)
+def expression_value(expr: str, steps: list[Step] | None = None) -> int:
+    """The integer value of ``expr``: its last step's result (a lone number: itself); ``steps``:
+    its ``worked_steps`` where the caller has them already."""
+    steps = worked_steps(expr) if steps is None else steps
     return steps[-1][3] if steps else int(expr.strip("() "))
 
 
@@ -77,7 +78,7 @@ def format_step(step: Step) -> str:
 def worked_solution(expr: str) -> str:
     """The scratchpad of ``expr`` (one ``a<op>b=c;`` per operation, space-separated) and ``\\boxed{value}``."""
     steps = worked_steps(expr)
-    return " ".join([*(format_step(s) for s in steps), f"\\boxed{{{expression_value(expr)}}}"])
+    return " ".join([*(format_step(s) for s in steps), f"\\boxed{{{expression_value(expr, steps)}}}"])
 
 
 def written_steps(text: str) -> list[Step]:
